@@ -1,0 +1,185 @@
+"""One settings object for every CRM Pulse process, built once at the entry point.
+
+Sources, highest priority first: explicit keyword arguments, environment variables
+(prefix ``CRM_PULSE_``, nested with ``__``, e.g. ``CRM_PULSE_KAFKA__BOOTSTRAP_SERVERS``),
+a TOML file named by ``CRM_PULSE_CONFIG``, then the defaults below, which run the
+local demo out of the box. ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` are honoured
+as short aliases, so the product can point at existing servers without the prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "CRM_PULSE_"
+CONFIG_FILE_ENV = "CRM_PULSE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    events_topic: str = "crm.events"
+    dlq_topic: str = "crm.events.dlq"
+    updates_topic: str = "kpi.updates"
+    partitions: int = Field(4, ge=1, description="partitions of crm.events (and of the worker's topics)")
+    consumer_group: str = "crm-pulse-worker"
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:16379/0"
+    key_prefix: str = Field("crmp", description="prefix of every Redis key and channel of this deployment")
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+
+
+class FunnelStage(_Section):
+    name: str
+    probability: Decimal = Field(ge=0, le=1, description="win probability used by the forecast")
+
+
+def _default_funnel() -> tuple[FunnelStage, ...]:
+    return (
+        FunnelStage(name="new", probability=Decimal("0.1")),
+        FunnelStage(name="qualified", probability=Decimal("0.25")),
+        FunnelStage(name="proposal", probability=Decimal("0.5")),
+        FunnelStage(name="negotiation", probability=Decimal("0.75")),
+    )
+
+
+class BusinessSettings(_Section):
+    timezone: str = Field("UTC", description="IANA zone that day/week/month buckets follow")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="reporting currency (ISO 4217)")
+    funnel: tuple[FunnelStage, ...] = Field(default_factory=_default_funnel)
+    history_retention_days: int = Field(730, ge=1)
+    future_tolerance_hours: int = Field(24, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name like 'Europe/Berlin'") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _funnel_is_sane(self) -> BusinessSettings:
+        names = [stage.name for stage in self.funnel]
+        if not names:
+            raise ValueError("the funnel needs at least one open stage")
+        if len(set(names)) != len(names):
+            raise ValueError(f"funnel stage names must be unique, got {names}")
+        if {"won", "lost"} & set(names):
+            raise ValueError("'won' and 'lost' are terminal and cannot be open funnel stages")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.funnel)
+
+
+class WorkerSettings(_Section):
+    batch_size: int = Field(1000, ge=1, description="events taken per batch by the stream worker")
+    batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    web_port: int = Field(6066, description="faust web port (each worker needs its own)")
+    deal_cache_size: int = Field(200_000, ge=0)
+
+
+class LocalInfraSettings(_Section):
+    data_dir: Path = Field(Path(".local"), description="where the local Kafka and Redis keep data and logs")
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap: str = "768m"
+    redis_port: int = 16379
+
+
+class Settings(BaseSettings):
+    """Every setting of CRM Pulse; see README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    business: BusinessSettings = Field(default_factory=BusinessSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    local: LocalInfraSettings = Field(default_factory=LocalInfraSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some fields of some sections replaced (validated again)."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section] = {**data[section], **values}
+        return Settings(**data)
+
+
+_ALIASES = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka__bootstrap_servers",
+    "REDIS_URL": "redis__url",
+}
+
+
+def externally_provided() -> dict[str, bool]:
+    """Which servers the environment points at (so local ones must not be started)."""
+    return {
+        "kafka": bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS")),
+        "redis": bool(os.environ.get("REDIS_URL") or os.environ.get(f"{ENV_PREFIX}REDIS__URL")),
+    }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings for a process entry point: env, config file, aliases, defaults."""
+    nested: dict[str, dict[str, Any]] = {}
+    for alias, target in _ALIASES.items():
+        prefixed = ENV_PREFIX + target.upper()
+        if os.environ.get(alias) and not os.environ.get(prefixed):
+            section, field = target.split("__")
+            nested.setdefault(section, {})[field] = os.environ[alias]
+    if not nested:
+        return Settings(**overrides)
+    env_built = Settings(**overrides)
+    return env_built.with_overrides(**nested)

@@ -1,0 +1,107 @@
+"""The wire contract between components: every Kafka topic and every Redis key and stream.
+
+Components never talk to each other directly; they only share the names defined here.
+Redis keys all start with the deployment's prefix. Scope and bucket come last in a key,
+and the bucket has a fixed format, so keys parse back unambiguously from the right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from services.settings import Settings
+
+ScopeKind = Literal["manager", "team", "company"]
+Granularity = Literal["day", "month"]
+
+SCOPE_CODES: dict[ScopeKind, str] = {"manager": "m", "team": "t", "company": "c"}
+COMPANY_ID = "all"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topics."""
+
+    events: str
+    dlq: str
+    kpi_updates: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls(
+            events=settings.kafka.events_topic,
+            dlq=settings.kafka.dlq_topic,
+            kpi_updates=settings.kafka.updates_topic,
+        )
+
+
+def scope_token(kind: ScopeKind, scope_id: str) -> str:
+    """The compact scope name used inside keys and change records, e.g. ``m:alice``."""
+    return f"{SCOPE_CODES[kind]}:{scope_id}" if kind != "company" else "c"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Redis keys and streams of one deployment (one prefix)."""
+
+    prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisKeys:
+        return cls(prefix=settings.redis.key_prefix)
+
+    # -- KPI buckets: hash of additive measures (field = measure, value = integer) --
+    def bucket(self, scope: str, granularity: Granularity, bucket: str) -> str:
+        return f"{self.prefix}:kpi:{granularity}:{bucket}:{scope}"
+
+    # -- current state (open pipeline): hash of additive measures per scope --
+    def current(self, scope: str) -> str:
+        return f"{self.prefix}:cur:{scope}"
+
+    # -- directory of known scopes (sets) --
+    @property
+    def managers(self) -> str:
+        return f"{self.prefix}:dir:managers"
+
+    @property
+    def teams(self) -> str:
+        return f"{self.prefix}:dir:teams"
+
+    def team_managers(self, team_id: str) -> str:
+        """Managers that had an event carrying this team id (set)."""
+        return f"{self.prefix}:dir:team:{team_id}"
+
+    # -- worker state --
+    def seen_event(self, event_id: str) -> str:
+        """Present once an event_id has been accepted (dedupe)."""
+        return f"{self.prefix}:seen:{event_id}"
+
+    def deal(self, deal_id: str) -> str:
+        """The deal's compact event history (JSON)."""
+        return f"{self.prefix}:deal:{deal_id}"
+
+    @property
+    def offsets(self) -> str:
+        """Hash ``topic:partition`` -> next offset to apply, written atomically with the state."""
+        return f"{self.prefix}:offsets"
+
+    @property
+    def watermark(self) -> str:
+        """Highest accepted ``occurred_at`` (epoch microseconds)."""
+        return f"{self.prefix}:watermark"
+
+    @property
+    def worker_stats(self) -> str:
+        """Hash of exact counters (processed, duplicates, rejected:<code>) kept with the state."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def consumer_lag(self) -> str:
+        """Hash ``topic:partition`` -> records behind the end of the log, as last seen by a worker."""
+        return f"{self.prefix}:lag"
+
+    # -- change feed: Redis stream of KPI changes, entry id = sequence number --
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}:changes"

@@ -81,6 +81,10 @@ class RedisKeys:
         """The deal's compact event history (JSON)."""
         return f"{self.prefix}:deal:{deal_id}"
 
+    def customer(self, customer_id: str) -> str:
+        """The customer's wins by deal (JSON), for repeat business and new customers."""
+        return f"{self.prefix}:cust:{customer_id}"
+
     @property
     def offsets(self) -> str:
         """Hash ``topic:partition`` -> next offset to apply, written atomically with the state."""

@@ -1,0 +1,157 @@
+"""The faust app of the stream worker: crm.events in batches -> KPI state in Redis.
+
+faust delivers the records (consumer group, partition assignment, batching with
+``take_events``); the state lives in Redis, written once per batch by
+:class:`streams.processor.BatchProcessor` together with the partition offsets. faust's own
+offset commits only decide where a restarted consumer starts fetching: records the state
+already holds are skipped, and if the state is behind the fetch position (Redis restored
+from an older copy) the worker seeks back to the offset the state holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import orjson
+from redis.asyncio import Redis
+
+from services.settings import Settings
+from services.topics import RedisKeys
+from streams.processor import BatchProcessor, DeadLetter, RawRecord
+from streams.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """Headers of a dead-letter record: the reason code, the problems and the source position."""
+    record = letter.record
+    return [
+        ("crm-reject-code", str(letter.rejection.code).encode()),
+        ("crm-reject-problems", orjson.dumps(letter.rejection.model_dump(mode="json")["problems"])),
+        ("crm-source", f"{record.topic}:{record.partition}:{record.offset}".encode()),
+    ]
+
+
+class WorkerRuntime:
+    """What the agent needs at run time, opened lazily inside the worker's event loop."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._processor: BatchProcessor | None = None
+        self.redis: Redis | None = None
+
+    @property
+    def processor(self) -> BatchProcessor:
+        if self._processor is None:
+            self.redis = Redis.from_url(self.settings.redis.url, health_check_interval=10)
+            store = StateStore(
+                self.redis,
+                RedisKeys.from_settings(self.settings),
+                claim_ttl_s=(self.settings.business.history_retention_days + 2) * 86_400,
+            )
+            self._processor = BatchProcessor(self.settings, store, self.send_dead_letters)
+        return self._processor
+
+    async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        producer = self.app.producer
+        futures = []
+        for letter in letters:
+            record = letter.record
+            futures.append(
+                await producer.send(
+                    self.settings.kafka.dlq_topic,
+                    key=f"{record.topic}:{record.partition}:{record.offset}".encode(),
+                    value=record.value,
+                    partition=None,
+                    timestamp=None,
+                    headers=dead_letter_headers(letter),
+                )
+            )
+        for future in futures:
+            await future
+        log.info("sent %d rejected records to %s", len(letters), self.settings.kafka.dlq_topic)
+
+    def lag(self, records: Sequence[RawRecord], tps: dict[str, Any]) -> dict[str, int]:
+        behind: dict[str, int] = {}
+        last: dict[str, int] = {record.tp: record.offset for record in records}
+        for name, tp in tps.items():
+            try:
+                highwater = self.app.consumer.highwater(tp)
+            except Exception:
+                continue
+            if highwater is not None:
+                behind[name] = max(0, int(highwater) - last[name] - 1)
+        return behind
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's faust app for these settings."""
+    app = faust.App(
+        settings.kafka.consumer_group,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.kafka.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.worker.web_port,
+        web_host="127.0.0.1",
+        web_enabled=False,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        broker_commit_every=10_000,
+        broker_commit_interval=2.0,
+    )
+    events = app.topic(settings.kafka.events_topic, partitions=settings.kafka.partitions)
+    app.topic(settings.kafka.dlq_topic, partitions=settings.kafka.partitions)
+    runtime = WorkerRuntime(app, settings)
+    app.crm_runtime = runtime  # type: ignore[attr-defined]
+
+    @app.agent(events, concurrency=1)
+    async def apply_events(stream: faust.StreamT[bytes]) -> None:
+        processor = runtime.processor
+        async for batch in stream.take_events(settings.worker.batch_size, within=settings.worker.batch_within_s):
+            records = []
+            tps: dict[str, Any] = {}
+            for event in batch:
+                message = event.message
+                record = RawRecord(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    timestamp_ms=int(message.timestamp * 1000),
+                    key=message.key,
+                    value=message.value if message.value is not None else b"",
+                )
+                records.append(record)
+                tps[record.tp] = message.tp
+            result = await processor.process(records, runtime.lag(records, tps))
+            for name, offset in result.gaps.items():
+                log.warning("state of %s is at offset %d, behind the fetch position: seeking back", name, offset)
+                await app.consumer.seek(tps[name], offset)
+            log.debug(
+                "batch: %d accepted, %d duplicates, %d rejected, %d already applied",
+                result.accepted,
+                result.duplicates,
+                result.rejected,
+                result.skipped,
+            )
+
+    @app.on_partitions_assigned.connect
+    async def resume_from_state(sender: Any, assigned: set[Any], **_: Any) -> None:
+        # Start each events partition where the state says it stopped, not where faust committed.
+        processor = runtime.processor
+        processor.forget()
+        ours = [tp for tp in assigned if tp.topic == settings.kafka.events_topic]
+        stored = await processor.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
+        positions = {tp: stored[f"{tp.topic}:{tp.partition}"] or 0 for tp in ours}
+        if positions:
+            await app.consumer.seek_wait(positions)
+            log.info("resuming %d partitions from the stored state offsets", len(positions))
+
+    return app

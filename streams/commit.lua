@@ -1,0 +1,126 @@
+-- Apply one processed batch to the KPI state atomically, or nothing at all.
+--
+-- The batch is applied only if the stored offsets of its partitions are still those the
+-- worker read when it started the batch (fencing: a zombie worker after a rebalance, or a
+-- second copy of a batch, cannot apply) and none of its event ids were claimed meanwhile.
+-- Offsets are written together with the state, so the state never runs ahead of or behind
+-- the log position it reflects: a restart resumes exactly after the last applied batch.
+--
+-- ARGV is a flat list read section by section (see streams/store.py, which builds it).
+-- Returns {1, change_id} on success, {0, reason, detail} when the batch must be redone.
+
+local i = 1
+local function nxt()
+  local v = ARGV[i]
+  i = i + 1
+  return v
+end
+
+-- offsets: key, n, (field, expected or '', new)*
+local offsets_key = nxt()
+local n = tonumber(nxt())
+local new_offsets = {}
+for _ = 1, n do
+  local field, expected, new = nxt(), nxt(), nxt()
+  local current = redis.call('HGET', offsets_key, field)
+  if current == false then current = '' end
+  if current ~= expected then
+    return {0, 'offset', field .. ' is at ' .. current .. ', expected ' .. expected}
+  end
+  new_offsets[#new_offsets + 1] = {field, new}
+end
+
+-- claims: ttl, n, key*
+local ttl = nxt()
+n = tonumber(nxt())
+local claims = {}
+for k = 1, n do
+  local key = nxt()
+  if redis.call('EXISTS', key) == 1 then
+    return {0, 'claim', key}
+  end
+  claims[k] = key
+end
+
+for _, pair in ipairs(new_offsets) do
+  redis.call('HSET', offsets_key, pair[1], pair[2])
+end
+for _, key in ipairs(claims) do
+  redis.call('SET', key, '1', 'EX', ttl)
+end
+
+-- increments: n_keys, (key, n_fields, (field, delta)*)*; a field that reaches 0 is removed
+n = tonumber(nxt())
+for _ = 1, n do
+  local key = nxt()
+  local nf = tonumber(nxt())
+  for _ = 1, nf do
+    local field, delta = nxt(), nxt()
+    if redis.call('HINCRBY', key, field, delta) == 0 then
+      redis.call('HDEL', key, field)
+    end
+  end
+end
+
+-- values: n, (key, value)*; an empty value deletes the key
+n = tonumber(nxt())
+for _ = 1, n do
+  local key, value = nxt(), nxt()
+  if value == '' then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, value)
+  end
+end
+
+-- set members: n, (key, member)*
+n = tonumber(nxt())
+for _ = 1, n do
+  local key, member = nxt(), nxt()
+  redis.call('SADD', key, member)
+end
+
+-- hash fields set as given: n, (key, field, value)*
+n = tonumber(nxt())
+for _ = 1, n do
+  local key, field, value = nxt(), nxt(), nxt()
+  redis.call('HSET', key, field, value)
+end
+
+-- watermark: key, value or '' (kept as the maximum)
+local watermark_key, watermark = nxt(), nxt()
+if watermark ~= '' then
+  local current = redis.call('GET', watermark_key)
+  if current == false or tonumber(watermark) > tonumber(current) then
+    redis.call('SET', watermark_key, watermark)
+  end
+end
+
+-- change feed: stream key, maxlen, produced_ms, n, (key, scope, granularity, bucket)*
+local stream_key, maxlen, produced_ms = nxt(), nxt(), nxt()
+n = tonumber(nxt())
+if n == 0 then
+  return {1, ''}
+end
+local buckets = {}
+local current = {}
+for _ = 1, n do
+  local key, scope, granularity, bucket = nxt(), nxt(), nxt(), nxt()
+  local flat = redis.call('HGETALL', key)
+  local values = {}
+  for f = 1, #flat, 2 do
+    values[flat[f]] = flat[f + 1]
+  end
+  if granularity == 'cur' then
+    current[#current + 1] = {scope = scope, m = values}
+  else
+    buckets[#buckets + 1] = {scope = scope, g = granularity, b = bucket, m = values}
+  end
+end
+local now = redis.call('TIME')
+local committed_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local entry = {produced_ms = tonumber(produced_ms), committed_ms = committed_ms}
+if #buckets > 0 then entry.buckets = buckets end
+if #current > 0 then entry.current = current end
+local id = redis.call('XADD', stream_key, 'MAXLEN', '~', maxlen, '*', 'data', cjson.encode(entry))
+return {1, id}

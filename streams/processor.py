@@ -1,0 +1,252 @@
+"""One batch of raw CRM event records in, one atomic state commit out.
+
+Used by the live faust worker and by replay alike. Per batch: skip records at or below the
+stored offsets (already applied), validate in contract order, drop duplicates by event_id,
+send rejects to the dead-letter sink, compute the contribution deltas of the touched deals
+and customers with the pure core, then commit state, offsets, claims and counters at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.kpis.contributions import (
+    Calendar,
+    Contributions,
+    DealEvent,
+    Win,
+    activity_contributions,
+    customer_contributions,
+    deal_contributions,
+    from_us,
+    subtract_into,
+    to_us,
+)
+from services.schemas.events import (
+    DEAL_EVENT_TYPES,
+    CrmEvent,
+    EventRejected,
+    Rejection,
+    ValidationPolicy,
+    check_time,
+    decode_json,
+    validate_payload,
+)
+from services.settings import Settings
+from services.topics import RedisKeys
+from streams.store import Commit, CommitConflict, StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record as read from the events topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+    @property
+    def tp(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected record on its way to the dead-letter topic, with the reason."""
+
+    record: RawRecord
+    rejection: Rejection
+
+
+DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    change_id: str = ""
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+    gaps: dict[str, int] = field(default_factory=dict)
+    """Partitions whose records started after the stored offset: seek back to it."""
+
+
+class _Lru(OrderedDict[str, list[DealEvent]]):
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def remember(self, key: str, value: list[DealEvent]) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class BatchProcessor:
+    """Applies batches of raw records to the KPI state in Redis, exactly once in effect."""
+
+    MAX_ATTEMPTS = 8
+
+    def __init__(self, settings: Settings, store: StateStore, dead_letters: DeadLetterSink) -> None:
+        self.policy = ValidationPolicy.from_settings(settings.business)
+        self.calendar = Calendar(settings.business.zone)
+        self.store = store
+        self.keys: RedisKeys = store.keys
+        self.dead_letters = dead_letters
+        self.deal_cache = _Lru(settings.worker.deal_cache_size)
+
+    def forget(self) -> None:
+        """Drop cached state (after a rebalance or a conflict): Redis is the truth."""
+        self.deal_cache.clear()
+
+    async def process(self, records: Sequence[RawRecord], lag: dict[str, int] | None = None) -> BatchResult:
+        """Apply a batch; retried from fresh reads when the state moved underneath it."""
+        for attempt in range(1, self.MAX_ATTEMPTS + 1):
+            try:
+                return await self._process_once(records, lag or {})
+            except CommitConflict as conflict:
+                log.warning("batch conflicted with concurrent state (%s); retry %d", conflict, attempt)
+                self.forget()
+        raise RuntimeError(f"batch of {len(records)} records still conflicting after {self.MAX_ATTEMPTS} attempts")
+
+    async def _process_once(self, records: Sequence[RawRecord], lag: dict[str, int]) -> BatchResult:
+        result = BatchResult()
+        stored = await self.store.offsets({record.tp for record in records})
+        fresh: list[RawRecord] = []
+        next_offsets: dict[str, int] = {}
+        for record in records:
+            position = stored.get(record.tp)
+            if position is not None and record.offset < position:
+                result.skipped += 1
+                continue
+            if position is not None and record.offset > position and record.tp not in next_offsets:
+                result.gaps[record.tp] = position
+            if record.tp in result.gaps:
+                continue
+            fresh.append(record)
+            next_offsets[record.tp] = record.offset + 1
+        if not fresh:
+            return result
+
+        # Schema checks need no state; the time checks and dedupe go in record order below.
+        parsed: list[tuple[RawRecord, CrmEvent | Rejection]] = []
+        for record in fresh:
+            try:
+                parsed.append((record, validate_payload(decode_json(record.value), self.policy)))
+            except EventRejected as rejected:
+                parsed.append((record, rejected.rejection))
+        seen = await self.store.claimed([item.event_id for _, item in parsed if not isinstance(item, Rejection)])
+
+        watermark_us = await self.store.watermark_us()
+        watermark = from_us(watermark_us) if watermark_us is not None else None
+        accepted: list[CrmEvent] = []
+        dead: list[DeadLetter] = []
+        stats: dict[str, int] = {}
+        produced_ms = 0
+        for record, item in parsed:
+            if not isinstance(item, Rejection):
+                try:
+                    now = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+                    check_time(item, self.policy, now=now, watermark=watermark)
+                except EventRejected as rejected:
+                    item = rejected.rejection
+            if isinstance(item, Rejection):
+                dead.append(DeadLetter(record, item))
+                code = str(item.code)
+                result.rejected_by_code[code] = result.rejected_by_code.get(code, 0) + 1
+                continue
+            if item.event_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(item.event_id)
+            accepted.append(item)
+            if watermark is None or item.occurred_at > watermark:
+                watermark = item.occurred_at
+            produced_ms = record.timestamp_ms if not produced_ms else min(produced_ms, record.timestamp_ms)
+        result.rejected = len(dead)
+        result.accepted = len(accepted)
+
+        commit = Commit(
+            offsets={tp: (stored.get(tp), offset) for tp, offset in next_offsets.items()},
+            claims=[self.keys.seen_event(event.event_id) for event in accepted],
+            watermark_us=to_us(watermark) if watermark is not None and accepted else None,
+            produced_ms=produced_ms,
+        )
+        new_histories = await self._contributions(accepted, commit)
+        stats["processed"] = result.accepted
+        stats["duplicates"] = result.duplicates
+        for code, count in result.rejected_by_code.items():
+            stats[f"rejected:{code}"] = count
+        commit.stats = stats
+        for tp, behind in lag.items():
+            commit.hash_fields.append((self.keys.consumer_lag, tp, str(behind)))
+
+        if dead:
+            await self.dead_letters(dead)
+        result.change_id = await self.store.commit(commit)
+        for deal_id, history in new_histories.items():
+            self.deal_cache.remember(deal_id, history)
+        return result
+
+    async def _contributions(self, events: list[CrmEvent], commit: Commit) -> dict[str, list[DealEvent]]:
+        """Fill the commit with the batch's contribution deltas; returns the deals' new histories."""
+        delta: Contributions = commit.contributions
+        deal_events: dict[str, list[DealEvent]] = {}
+        for event in events:
+            team = event.team_id
+            commit.members.add((self.keys.managers, event.manager_id))
+            if team is not None:
+                commit.members.add((self.keys.teams, team))
+                commit.members.add((self.keys.team_managers(team), event.manager_id))
+            if event.type in DEAL_EVENT_TYPES:
+                deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))  # type: ignore[union-attr]
+            else:
+                activity_contributions(event, self.calendar, delta)
+        if not deal_events:
+            return {}
+
+        missing = [deal_id for deal_id in deal_events if deal_id not in self.deal_cache]
+        loaded = await self.store.deals(missing)
+        histories = {deal_id: self.deal_cache.get(deal_id) or loaded.get(deal_id, []) for deal_id in deal_events}
+
+        # Wins by customer before and after, for the deals whose customer or wins may change.
+        customer_changes: dict[str, dict[str, list[Win]]] = {}
+        new_histories: dict[str, list[DealEvent]] = {}
+        for deal_id, added in deal_events.items():
+            old_history = histories[deal_id]
+            new_history = [*old_history, *added]
+            before = deal_contributions(old_history, self.calendar)
+            after = deal_contributions(new_history, self.calendar)
+            subtract_into(delta, before.contributions, after.contributions)
+            new_histories[deal_id] = new_history
+            commit.values[self.keys.deal(deal_id)] = self.store.encode_deal(new_history)
+            if before.customer_id is not None and (
+                before.customer_id != after.customer_id or before.wins != after.wins
+            ):
+                customer_changes.setdefault(before.customer_id, {})[deal_id] = []
+            if after.customer_id is not None and (before.customer_id != after.customer_id or before.wins != after.wins):
+                customer_changes.setdefault(after.customer_id, {})[deal_id] = list(after.wins)
+        if not customer_changes:
+            return new_histories
+        current = await self.store.customers(list(customer_changes))
+        for customer_id, changed in customer_changes.items():
+            old_wins = current[customer_id]
+            new_wins = {**old_wins, **changed}
+            before_c = customer_contributions((w for wins in old_wins.values() for w in wins), self.calendar)
+            after_c = customer_contributions((w for wins in new_wins.values() for w in wins), self.calendar)
+            subtract_into(delta, before_c, after_c)
+            encoded = self.store.encode_customer(new_wins)
+            commit.values[self.keys.customer(customer_id)] = encoded if encoded != b"{}" else b""
+        return new_histories

@@ -1,0 +1,149 @@
+"""The worker's state in Redis: reads before a batch, one atomic commit after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from redis.asyncio import Redis
+
+from services.kpis.contributions import CURRENT, Contributions, DealEvent, Win
+from services.topics import RedisKeys
+
+_COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
+CHANGE_FEED_MAXLEN = 100_000
+
+
+class CommitConflict(Exception):
+    """The state moved under the batch (another worker, or a second copy of the batch): redo it."""
+
+
+@dataclass
+class Commit:
+    """Everything one batch changes, applied atomically by commit.lua."""
+
+    offsets: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+    """``topic:partition`` -> (stored offset read before the batch, new next offset)."""
+    claims: list[str] = field(default_factory=list)
+    contributions: Contributions = field(default_factory=dict)
+    values: dict[str, bytes] = field(default_factory=dict)
+    members: set[tuple[str, str]] = field(default_factory=set)
+    hash_fields: list[tuple[str, str, str]] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+    watermark_us: int | None = None
+    produced_ms: int = 0
+
+
+class StateStore:
+    """Reads and writes the worker state of one deployment (one key prefix)."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.claim_ttl_s = claim_ttl_s
+        self._script = redis.register_script(_COMMIT_SCRIPT)
+
+    async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
+        names = list(fields)
+        if not names:
+            return {}
+        values = await self.redis.hmget(self.keys.offsets, names)
+        return {name: int(value) if value is not None else None for name, value in zip(names, values, strict=True)}
+
+    async def all_offsets(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.offsets)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def watermark_us(self) -> int | None:
+        value = await self.redis.get(self.keys.watermark)
+        return int(value) if value is not None else None
+
+    async def claimed(self, event_ids: list[str]) -> set[str]:
+        """Which of these event ids were accepted before."""
+        if not event_ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.exists(self.keys.seen_event(event_id))
+            found = await pipe.execute()
+        return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit}
+
+    async def deals(self, deal_ids: list[str]) -> dict[str, list[DealEvent]]:
+        if not deal_ids:
+            return {}
+        rows = await self.redis.mget([self.keys.deal(deal_id) for deal_id in deal_ids])
+        return {
+            deal_id: [DealEvent.from_row(row) for row in orjson.loads(raw)] if raw is not None else []
+            for deal_id, raw in zip(deal_ids, rows, strict=True)
+        }
+
+    async def customers(self, customer_ids: list[str]) -> dict[str, dict[str, list[Win]]]:
+        """Each customer's wins, by deal id."""
+        if not customer_ids:
+            return {}
+        rows = await self.redis.mget([self.keys.customer(customer_id) for customer_id in customer_ids])
+        result: dict[str, dict[str, list[Win]]] = {}
+        for customer_id, raw in zip(customer_ids, rows, strict=True):
+            by_deal = orjson.loads(raw) if raw is not None else {}
+            result[customer_id] = {deal: [Win.from_row(row) for row in wins] for deal, wins in by_deal.items()}
+        return result
+
+    @staticmethod
+    def encode_deal(history: Iterable[DealEvent]) -> bytes:
+        return orjson.dumps([event.to_row() for event in history])
+
+    @staticmethod
+    def encode_customer(wins_by_deal: Mapping[str, list[Win]]) -> bytes:
+        return orjson.dumps({deal: [win.to_row() for win in wins] for deal, wins in wins_by_deal.items() if wins})
+
+    def _bucket_key(self, scope: str, granularity: str, bucket: str) -> str:
+        if granularity == CURRENT:
+            return self.keys.current(scope)
+        return self.keys.bucket(scope, granularity, bucket)  # type: ignore[arg-type]
+
+    async def commit(self, commit: Commit) -> str:
+        """Apply the batch atomically; returns the change-feed id ('' when no KPI changed)."""
+        args: list[str | bytes | int] = [self.keys.offsets, len(commit.offsets)]
+        for tp, (expected, new) in commit.offsets.items():
+            args += [tp, "" if expected is None else str(expected), str(new)]
+        args += [str(self.claim_ttl_s), len(commit.claims), *commit.claims]
+
+        increments: dict[str, list[tuple[str, int]]] = {}
+        touched: dict[str, tuple[str, str, str]] = {}
+        for (scope, granularity, bucket, measure), delta in commit.contributions.items():
+            if delta == 0:
+                continue
+            key = self._bucket_key(scope, granularity, bucket)
+            increments.setdefault(key, []).append((measure, delta))
+            touched[key] = (scope, granularity, bucket)
+        counters = [(name, value) for name, value in commit.stats.items() if value]
+        if counters:
+            increments[self.keys.worker_stats] = counters
+        args.append(len(increments))
+        for key, deltas in increments.items():
+            args += [key, len(deltas)]
+            for measure, delta in deltas:
+                args += [measure, str(delta)]
+
+        args.append(len(commit.values))
+        for key, value in commit.values.items():
+            args += [key, value]
+        args.append(len(commit.members))
+        for key, member in sorted(commit.members):
+            args += [key, member]
+        args.append(len(commit.hash_fields))
+        for key, hash_field, value in commit.hash_fields:
+            args += [key, hash_field, value]
+        args += [self.keys.watermark, "" if commit.watermark_us is None else str(commit.watermark_us)]
+        args += [self.keys.changes, str(CHANGE_FEED_MAXLEN), str(commit.produced_ms), len(touched)]
+        for key, (scope, granularity, bucket) in touched.items():
+            args += [key, scope, granularity, bucket]
+        result = await self._script(args=args)
+        if int(result[0]) != 1:
+            reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+            detail = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
+            raise CommitConflict(f"{reason}: {detail}")
+        change_id = result[1]
+        return change_id.decode() if isinstance(change_id, bytes) else str(change_id)

@@ -1,0 +1,38 @@
+"""Run the stream worker: ``python -m streams.worker`` (or ``crm-pulse worker``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from faust.worker import Worker
+
+from services.settings import load_settings
+from streams.app import create_app
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crm-pulse worker",
+        description="Consume CRM events from Kafka and keep the KPI state in Redis (faust worker).",
+    )
+    parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--web-port", type=int, default=None, help="faust web port (default: settings.worker.web_port)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = load_settings()
+    if args.web_port is not None:
+        settings = settings.with_overrides(worker={"web_port": args.web_port})
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""An in-memory stand-in for streams.store.StateStore, for unit tests of the batch logic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from services.kpis.contributions import CURRENT, DealEvent, Win
+from services.topics import RedisKeys
+from streams.store import Commit, CommitConflict, StateStore
+
+
+class FakeStore:
+    def __init__(self, keys: RedisKeys | None = None) -> None:
+        self.keys = keys or RedisKeys("test")
+        self.offsets_by_tp: dict[str, int] = {}
+        self.claims: set[str] = set()
+        self.values: dict[str, bytes] = {}
+        self.buckets: dict[tuple[str, str, str], dict[str, int]] = {}
+        self.members: set[tuple[str, str]] = set()
+        self.stats: dict[str, int] = {}
+        self.watermark: int | None = None
+        self.commits = 0
+        self.fail_next_commit_after_apply = False
+
+    encode_deal = staticmethod(StateStore.encode_deal)
+    encode_customer = staticmethod(StateStore.encode_customer)
+
+    async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
+        return {name: self.offsets_by_tp.get(name) for name in fields}
+
+    async def watermark_us(self) -> int | None:
+        return self.watermark
+
+    async def claimed(self, event_ids: list[str]) -> set[str]:
+        return {event_id for event_id in event_ids if self.keys.seen_event(event_id) in self.claims}
+
+    async def deals(self, deal_ids: list[str]) -> dict[str, list[DealEvent]]:
+        return {
+            deal_id: [DealEvent.from_row(row) for row in orjson.loads(self.values[self.keys.deal(deal_id)])]
+            if self.keys.deal(deal_id) in self.values
+            else []
+            for deal_id in deal_ids
+        }
+
+    async def customers(self, customer_ids: list[str]) -> dict[str, dict[str, list[Win]]]:
+        out: dict[str, dict[str, list[Win]]] = {}
+        for customer_id in customer_ids:
+            raw = self.values.get(self.keys.customer(customer_id))
+            by_deal = orjson.loads(raw) if raw else {}
+            out[customer_id] = {deal: [Win.from_row(row) for row in wins] for deal, wins in by_deal.items()}
+        return out
+
+    async def commit(self, commit: Commit) -> str:
+        for tp, (expected, _) in commit.offsets.items():
+            if self.offsets_by_tp.get(tp) != expected:
+                raise CommitConflict(f"offset {tp}")
+        if any(claim in self.claims for claim in commit.claims):
+            raise CommitConflict("claim")
+        for tp, (_, new) in commit.offsets.items():
+            self.offsets_by_tp[tp] = new
+        self.claims.update(commit.claims)
+        for (scope, granularity, bucket, measure), delta in commit.contributions.items():
+            values = self.buckets.setdefault((scope, granularity, bucket if granularity != CURRENT else ""), {})
+            values[measure] = values.get(measure, 0) + delta
+            if values[measure] == 0:
+                del values[measure]
+        for key, value in commit.values.items():
+            if value:
+                self.values[key] = value
+            else:
+                self.values.pop(key, None)
+        self.members.update(commit.members)
+        for name, value in commit.stats.items():
+            self.stats[name] = self.stats.get(name, 0) + value
+        if commit.watermark_us is not None:
+            self.watermark = max(self.watermark or commit.watermark_us, commit.watermark_us)
+        self.commits += 1
+        return f"{self.commits}-0"

@@ -49,6 +49,13 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)
+    ingest_max_events: int = Field(10_000, ge=1, description="most events accepted by one POST /api/v1/events")
+    ingest_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted ingest request body")
+    kafka_timeout_s: float = Field(10.0, gt=0, description="how long ingest waits for Kafka before answering 503")
+    ws_heartbeat_s: float = Field(15.0, gt=0, description="interval of the WebSocket server heartbeat (ping)")
+    ws_client_queue: int = Field(
+        1000, ge=1, description="messages buffered per WebSocket client; a client that falls further behind is dropped"
+    )
 
 
 class FunnelStage(_Section):
@@ -109,12 +116,20 @@ class WorkerSettings(_Section):
 
 
 class LocalInfraSettings(_Section):
-    data_dir: Path = Field(Path(".local"), description="where the local Kafka and Redis keep data and logs")
+    data_dir: Path = Field(
+        Path(".local"), description="where the local Kafka and Redis keep data and logs (relative: to the project root)"
+    )
+    cache_dir: Path = Field(
+        Path(".cache"), description="where fetched Kafka jars are kept between runs (relative: to the project root)"
+    )
     kafka_version: str = "4.1.1"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
-    kafka_heap: str = "768m"
+    kafka_heap: str = Field(
+        "768m", pattern=r"^[0-9]+[kKmMgG]?$", description="JVM heap of the local broker (-Xms/-Xmx)"
+    )
     redis_port: int = 16379
+    start_timeout_s: float = Field(90.0, gt=0, description="how long to wait for a local server to become ready")
 
 
 class Settings(BaseSettings):

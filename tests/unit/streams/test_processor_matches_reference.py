@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -90,7 +91,7 @@ def run_stream(records: list[bytes], cuts: list[int]) -> tuple[FakeStore, list[D
     bounds = [0, *cuts, len(raw)]
 
     async def feed() -> None:
-        for first, last in zip(bounds, bounds[1:], strict=False):
+        for first, last in itertools.pairwise(bounds):
             if last > first:
                 await processor.process(raw[first:last])
 

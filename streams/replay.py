@@ -1,0 +1,184 @@
+"""Rebuild all KPI state from the Kafka log: ``python -m streams.replay`` (or ``crm-pulse replay``).
+
+Kafka is the source of truth; everything in Redis follows from it. Replay reads the events
+topic from the beginning with a plain aiokafka consumer in large batches (around faust's
+per-message path) and drives the same batch processor as the live worker, so it ends with
+the same numbers. The state records the offsets it reached, so a worker started afterwards
+carries on from there. Stop the workers first: a running worker would only resume after the
+replay finishes anyway (its commits are fenced by the offsets), but it wastes the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from services import kafka
+from services.settings import Settings, load_settings
+from services.topics import RedisKeys
+from streams.processor import BatchProcessor, DeadLetter, RawRecord
+from streams.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+async def wipe_state(redis: Redis, keys: RedisKeys) -> int:
+    """Delete every key of this deployment's prefix; returns how many."""
+    deleted = 0
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += await redis.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += await redis.unlink(*batch)
+    return deleted
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr (rate and ETA), quiet when stderr is not a terminal."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total = max(total, 1)
+        self.label = label
+        self.done = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._last >= (0.2 if self.tty else 5.0) or self.done >= self.total:
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        share = min(self.done / self.total, 1.0)
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        bar = "#" * int(share * 30)
+        line = f"{self.label} [{bar:<30}] {self.done:,}/{self.total:,} {rate:,.0f}/s eta {eta:,.0f}s"
+        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        self._draw(time.monotonic())
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """The partitions of a topic (none if it does not exist)."""
+    admin = kafka.admin(settings)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = [p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]]
+    return [TopicPartition(topic, partition) for partition in sorted(found)]
+
+
+async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 5000, show_progress: bool = True) -> int:
+    """Apply the whole events topic to the state; returns the number of records read."""
+    redis = Redis.from_url(settings.redis.url)
+    keys = RedisKeys.from_settings(settings)
+    store = StateStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
+
+    async def no_dead_letters(letters: Sequence[DeadLetter]) -> None:
+        # The live worker already sent these to the dead-letter topic; replay does not send them again.
+        return None
+
+    processor = BatchProcessor(settings, store, no_dead_letters)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        if wipe:
+            removed = await wipe_state(redis, keys)
+            log.info("removed %d keys of prefix %s", removed, keys.prefix)
+        tps = await topic_partitions(settings, settings.kafka.events_topic)
+        if not tps:
+            log.warning("topic %s has no partitions: nothing to replay", settings.kafka.events_topic)
+            return 0
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        stored = await store.all_offsets()
+        starts: dict[TopicPartition, int] = {}
+        for tp in tps:
+            position = stored.get(f"{tp.topic}:{tp.partition}")
+            if position is None:
+                await consumer.seek_to_beginning(tp)
+                position = await consumer.position(tp)
+            else:
+                consumer.seek(tp, position)
+            starts[tp] = position
+        remaining = {tp for tp in tps if starts[tp] < ends[tp]}
+        progress = ProgressLine(sum(ends[tp] - starts[tp] for tp in tps), "replay") if show_progress else None
+        read = 0
+        while remaining:
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
+            records: list[RawRecord] = []
+            for tp, messages in fetched.items():
+                for message in messages:
+                    if message.offset >= ends[tp]:
+                        continue
+                    records.append(
+                        RawRecord(
+                            tp.topic, tp.partition, message.offset, message.timestamp, message.key, message.value or b""
+                        )
+                    )
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+            if records:
+                await processor.process(records)
+                read += len(records)
+                if progress:
+                    progress.advance(len(records))
+        if progress:
+            progress.close()
+        return read
+    finally:
+        await consumer.stop()
+        await redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="crm-pulse replay",
+        description="Rebuild the KPI state in Redis from the Kafka events topic (Kafka is the source of truth).",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="do not wipe the state first: continue from the offsets the state holds",
+    )
+    parser.add_argument("--batch-size", type=int, default=5000, help="records per state commit (default 5000)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    started = time.monotonic()
+    count = asyncio.run(replay(settings, wipe=not args.keep, batch_size=args.batch_size, show_progress=not args.quiet))
+    elapsed = time.monotonic() - started
+    print(f"replayed {count:,} records in {elapsed:.1f}s ({count / max(elapsed, 1e-9):,.0f}/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,9 +3,9 @@
 faust delivers the records (consumer group, partition assignment, batching with
 ``take_events``); the state lives in Redis, written once per batch by
 :class:`streams.processor.BatchProcessor` together with the partition offsets. faust's own
-offset commits only decide where a restarted consumer starts fetching: records the state
-already holds are skipped, and if the state is behind the fetch position (Redis restored
-from an older copy) the worker seeks back to the offset the state holds.
+offset commits do not decide anything: on every partition assignment the worker seeks to
+the offset the state holds (so a Redis restored from an older copy is caught up from the
+log), and records the state already holds are skipped (so nothing is applied twice).
 """
 
 from __future__ import annotations
@@ -131,9 +131,6 @@ def create_app(settings: Settings) -> faust.App:
                 records.append(record)
                 tps[record.tp] = message.tp
             result = await processor.process(records, runtime.lag(records, tps))
-            for name, offset in result.gaps.items():
-                log.warning("state of %s is at offset %d, behind the fetch position: seeking back", name, offset)
-                await app.consumer.seek(tps[name], offset)
             log.debug(
                 "batch: %d accepted, %d duplicates, %d rejected, %d already applied",
                 result.accepted,

@@ -2,7 +2,9 @@
 --
 -- The batch is applied only if the stored offsets of its partitions are still those the
 -- worker read when it started the batch (fencing: a zombie worker after a rebalance, or a
--- second copy of a batch, cannot apply) and none of its event ids were claimed meanwhile.
+-- second copy of a batch, cannot apply), none of its event ids were claimed meanwhile, and
+-- the deal and customer values it read and rewrites are unchanged (optimistic concurrency
+-- between workers sharing a customer, or a deal whose records were keyed differently).
 -- Offsets are written together with the state, so the state never runs ahead of or behind
 -- the log position it reflects: a restart resumes exactly after the last applied batch.
 --
@@ -40,6 +42,18 @@ for k = 1, n do
     return {0, 'claim', key}
   end
   claims[k] = key
+end
+
+-- read values: n, (key, sha1 of the value read or '' if it was absent)*
+n = tonumber(nxt())
+for _ = 1, n do
+  local key, expected = nxt(), nxt()
+  local value = redis.call('GET', key)
+  local actual = ''
+  if value ~= false then actual = redis.sha1hex(value) end
+  if actual ~= expected then
+    return {0, 'value', key}
+  end
 end
 
 for _, pair in ipairs(new_offsets) do

@@ -38,7 +38,7 @@ from services.schemas.events import (
 )
 from services.settings import Settings
 from services.topics import RedisKeys
-from streams.store import Commit, CommitConflict, StateStore
+from streams.store import Commit, CommitConflict, StateStore, digest
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +78,14 @@ class BatchResult:
     skipped: int = 0
     change_id: str = ""
     rejected_by_code: dict[str, int] = field(default_factory=dict)
-    gaps: dict[str, int] = field(default_factory=dict)
-    """Partitions whose records started after the stored offset: seek back to it."""
 
 
-class _Lru(OrderedDict[str, list[DealEvent]]):
+class _Lru(OrderedDict[str, tuple[list[DealEvent], str]]):
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
 
-    def remember(self, key: str, value: list[DealEvent]) -> None:
+    def remember(self, key: str, value: tuple[list[DealEvent], str]) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.capacity:
@@ -127,13 +125,10 @@ class BatchProcessor:
         fresh: list[RawRecord] = []
         next_offsets: dict[str, int] = {}
         for record in records:
-            position = stored.get(record.tp)
+            position = next_offsets.get(record.tp, stored.get(record.tp))
             if position is not None and record.offset < position:
+                # Applied before, or delivered twice in this batch (a seek after a rebalance re-fetches).
                 result.skipped += 1
-                continue
-            if position is not None and record.offset > position and record.tp not in next_offsets:
-                result.gaps[record.tp] = position
-            if record.tp in result.gaps:
                 continue
             fresh.append(record)
             next_offsets[record.tp] = record.offset + 1
@@ -196,11 +191,11 @@ class BatchProcessor:
         if dead:
             await self.dead_letters(dead)
         result.change_id = await self.store.commit(commit)
-        for deal_id, history in new_histories.items():
-            self.deal_cache.remember(deal_id, history)
+        for deal_id, known in new_histories.items():
+            self.deal_cache.remember(deal_id, known)
         return result
 
-    async def _contributions(self, events: list[CrmEvent], commit: Commit) -> dict[str, list[DealEvent]]:
+    async def _contributions(self, events: list[CrmEvent], commit: Commit) -> dict[str, tuple[list[DealEvent], str]]:
         """Fill the commit with the batch's contribution deltas; returns the deals' new histories."""
         delta: Contributions = commit.contributions
         deal_events: dict[str, list[DealEvent]] = {}
@@ -218,35 +213,42 @@ class BatchProcessor:
             return {}
 
         missing = [deal_id for deal_id in deal_events if deal_id not in self.deal_cache]
-        loaded = await self.store.deals(missing)
-        histories = {deal_id: self.deal_cache.get(deal_id) or loaded.get(deal_id, []) for deal_id in deal_events}
+        known = {
+            **await self.store.deals(missing),
+            **{d: self.deal_cache[d] for d in deal_events if d in self.deal_cache},
+        }
 
         # Wins by customer before and after, for the deals whose customer or wins may change.
         customer_changes: dict[str, dict[str, list[Win]]] = {}
-        new_histories: dict[str, list[DealEvent]] = {}
+        new_histories: dict[str, tuple[list[DealEvent], str]] = {}
         for deal_id, added in deal_events.items():
-            old_history = histories[deal_id]
+            old_history, old_digest = known[deal_id]
             new_history = [*old_history, *added]
             before = deal_contributions(old_history, self.calendar)
             after = deal_contributions(new_history, self.calendar)
             subtract_into(delta, before.contributions, after.contributions)
-            new_histories[deal_id] = new_history
-            commit.values[self.keys.deal(deal_id)] = self.store.encode_deal(new_history)
-            if before.customer_id is not None and (
-                before.customer_id != after.customer_id or before.wins != after.wins
-            ):
+            key = self.keys.deal(deal_id)
+            encoded = self.store.encode_deal(new_history)
+            commit.expected[key] = old_digest
+            commit.values[key] = encoded
+            new_histories[deal_id] = (new_history, digest(encoded))
+            if before.customer_id == after.customer_id and before.wins == after.wins:
+                continue
+            if before.customer_id is not None:
                 customer_changes.setdefault(before.customer_id, {})[deal_id] = []
-            if after.customer_id is not None and (before.customer_id != after.customer_id or before.wins != after.wins):
+            if after.customer_id is not None:
                 customer_changes.setdefault(after.customer_id, {})[deal_id] = list(after.wins)
         if not customer_changes:
             return new_histories
         current = await self.store.customers(list(customer_changes))
         for customer_id, changed in customer_changes.items():
-            old_wins = current[customer_id]
+            old_wins, old_digest = current[customer_id]
             new_wins = {**old_wins, **changed}
             before_c = customer_contributions((w for wins in old_wins.values() for w in wins), self.calendar)
             after_c = customer_contributions((w for wins in new_wins.values() for w in wins), self.calendar)
             subtract_into(delta, before_c, after_c)
+            key = self.keys.customer(customer_id)
             encoded = self.store.encode_customer(new_wins)
-            commit.values[self.keys.customer(customer_id)] = encoded if encoded != b"{}" else b""
+            commit.expected[key] = old_digest
+            commit.values[key] = encoded if encoded != b"{}" else b""
         return new_histories

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,11 @@ _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
 CHANGE_FEED_MAXLEN = 100_000
 
 
+def digest(value: bytes) -> str:
+    """The fingerprint commit.lua compares to see that a value did not change since it was read."""
+    return hashlib.sha1(value, usedforsecurity=False).hexdigest()
+
+
 class CommitConflict(Exception):
     """The state moved under the batch (another worker, or a second copy of the batch): redo it."""
 
@@ -27,6 +33,8 @@ class Commit:
     offsets: dict[str, tuple[int | None, int]] = field(default_factory=dict)
     """``topic:partition`` -> (stored offset read before the batch, new next offset)."""
     claims: list[str] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)
+    """Value key -> digest of the value read before the batch ('' = absent); the commit fails if it moved."""
     contributions: Contributions = field(default_factory=dict)
     values: dict[str, bytes] = field(default_factory=dict)
     members: set[tuple[str, str]] = field(default_factory=set)
@@ -70,24 +78,26 @@ class StateStore:
             found = await pipe.execute()
         return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit}
 
-    async def deals(self, deal_ids: list[str]) -> dict[str, list[DealEvent]]:
+    async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
+        """Each deal's history and the digest of its stored value ('' when absent)."""
         if not deal_ids:
             return {}
         rows = await self.redis.mget([self.keys.deal(deal_id) for deal_id in deal_ids])
         return {
-            deal_id: [DealEvent.from_row(row) for row in orjson.loads(raw)] if raw is not None else []
+            deal_id: ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(raw)) if raw else ([], "")
             for deal_id, raw in zip(deal_ids, rows, strict=True)
         }
 
-    async def customers(self, customer_ids: list[str]) -> dict[str, dict[str, list[Win]]]:
-        """Each customer's wins, by deal id."""
+    async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
+        """Each customer's wins by deal id, and the digest of its stored value ('' when absent)."""
         if not customer_ids:
             return {}
         rows = await self.redis.mget([self.keys.customer(customer_id) for customer_id in customer_ids])
-        result: dict[str, dict[str, list[Win]]] = {}
+        result: dict[str, tuple[dict[str, list[Win]], str]] = {}
         for customer_id, raw in zip(customer_ids, rows, strict=True):
-            by_deal = orjson.loads(raw) if raw is not None else {}
-            result[customer_id] = {deal: [Win.from_row(row) for row in wins] for deal, wins in by_deal.items()}
+            by_deal = orjson.loads(raw) if raw else {}
+            wins = {deal: [Win.from_row(row) for row in rows_] for deal, rows_ in by_deal.items()}
+            result[customer_id] = (wins, digest(raw) if raw else "")
         return result
 
     @staticmethod
@@ -109,6 +119,9 @@ class StateStore:
         for tp, (expected, new) in commit.offsets.items():
             args += [tp, "" if expected is None else str(expected), str(new)]
         args += [str(self.claim_ttl_s), len(commit.claims), *commit.claims]
+        args.append(len(commit.expected))
+        for key, fingerprint in commit.expected.items():
+            args += [key, fingerprint]
 
         increments: dict[str, list[tuple[str, int]]] = {}
         touched: dict[str, tuple[str, str, str]] = {}

@@ -8,7 +8,7 @@ import orjson
 
 from services.kpis.contributions import CURRENT, DealEvent, Win
 from services.topics import RedisKeys
-from streams.store import Commit, CommitConflict, StateStore
+from streams.store import Commit, CommitConflict, StateStore, digest
 
 
 class FakeStore:
@@ -36,20 +36,20 @@ class FakeStore:
     async def claimed(self, event_ids: list[str]) -> set[str]:
         return {event_id for event_id in event_ids if self.keys.seen_event(event_id) in self.claims}
 
-    async def deals(self, deal_ids: list[str]) -> dict[str, list[DealEvent]]:
-        return {
-            deal_id: [DealEvent.from_row(row) for row in orjson.loads(self.values[self.keys.deal(deal_id)])]
-            if self.keys.deal(deal_id) in self.values
-            else []
-            for deal_id in deal_ids
-        }
+    async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
+        out: dict[str, tuple[list[DealEvent], str]] = {}
+        for deal_id in deal_ids:
+            raw = self.values.get(self.keys.deal(deal_id))
+            out[deal_id] = ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(raw)) if raw else ([], "")
+        return out
 
-    async def customers(self, customer_ids: list[str]) -> dict[str, dict[str, list[Win]]]:
-        out: dict[str, dict[str, list[Win]]] = {}
+    async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
+        out: dict[str, tuple[dict[str, list[Win]], str]] = {}
         for customer_id in customer_ids:
             raw = self.values.get(self.keys.customer(customer_id))
             by_deal = orjson.loads(raw) if raw else {}
-            out[customer_id] = {deal: [Win.from_row(row) for row in wins] for deal, wins in by_deal.items()}
+            wins = {deal: [Win.from_row(row) for row in rows] for deal, rows in by_deal.items()}
+            out[customer_id] = (wins, digest(raw) if raw else "")
         return out
 
     async def commit(self, commit: Commit) -> str:
@@ -58,6 +58,10 @@ class FakeStore:
                 raise CommitConflict(f"offset {tp}")
         if any(claim in self.claims for claim in commit.claims):
             raise CommitConflict("claim")
+        for key, expected in commit.expected.items():
+            raw = self.values.get(key)
+            if (digest(raw) if raw else "") != expected:
+                raise CommitConflict(f"value {key}")
         for tp, (_, new) in commit.offsets.items():
             self.offsets_by_tp[tp] = new
         self.claims.update(commit.claims)

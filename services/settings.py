@@ -9,6 +9,7 @@ as short aliases, so the product can point at existing servers without the prefi
 
 from __future__ import annotations
 
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -54,7 +55,7 @@ class ApiSettings(_Section):
     kafka_timeout_s: float = Field(10.0, gt=0, description="how long ingest waits for Kafka before answering 503")
     ws_heartbeat_s: float = Field(15.0, gt=0, description="interval of the WebSocket server heartbeat (ping)")
     ws_client_queue: int = Field(
-        1000, ge=1, description="messages buffered per WebSocket client; a client that falls further behind is dropped"
+        10_000, ge=1, description="messages queued per WebSocket client; one that falls further behind is dropped"
     )
 
 
@@ -163,6 +164,15 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    def to_environment(self) -> dict[str, str]:
+        """Every setting as ``CRM_PULSE_SECTION__FIELD`` variables, so a child process builds the same settings."""
+        env: dict[str, str] = {}
+        for section, values in self.model_dump(mode="json").items():
+            for name, value in values.items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                env[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = text
+        return env
 
     def with_overrides(self, **sections: dict[str, Any]) -> Settings:
         """A copy with some fields of some sections replaced (validated again)."""

@@ -1,0 +1,307 @@
+"""The one command line of CRM Pulse: ``crm-pulse`` (also ``python -m services``).
+
+    crm-pulse infra up|down|status|fetch   local Kafka and Redis for development
+    crm-pulse worker [ARGS...]             the stream worker    (python -m streams.worker ARGS)
+    crm-pulse api [--host H] [--port P]    the dashboard API    (uvicorn dashboard_api.app:create_app --factory)
+    crm-pulse simulate [ARGS...]           the event simulator  (python -m services.simulator ARGS)
+    crm-pulse replay [ARGS...]             rebuild Redis from Kafka (python -m streams.replay ARGS)
+    crm-pulse demo [SIMULATOR ARGS...]     infra, worker, api and simulator together until Ctrl-C
+
+Components are started as processes by their module path and never imported here, so
+``services`` depends on none of ``streams``, ``alerts`` or ``dashboard_api``. Each child builds
+its settings itself from the environment, which this command points at the servers in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from services import localinfra
+from services.localinfra import layout
+from services.localinfra.errors import LocalInfraError
+from services.localinfra.kafka_broker import fetch_jars
+from services.localinfra.stack import SERVERS
+from services.settings import ENV_PREFIX, Settings, externally_provided, load_settings
+from services.supervisor import ChildExitedError, Supervisor
+
+WORKER_MODULE = "streams.worker"
+REPLAY_MODULE = "streams.replay"
+SIMULATOR_MODULE = "services.simulator"
+API_FACTORY = "dashboard_api.app:create_app"
+
+PROG = "crm-pulse"
+_Runner = Callable[[Settings, argparse.Namespace, list[str]], int]
+_PASSTHROUGH_EPILOG = (
+    "Every argument after the subcommand goes to the module unchanged; "
+    "to pass one of ours (such as --help) put '--' before it."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; the exit code."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if extras[:1] == ["--"]:
+        extras = extras[1:]
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        where = f"environment, or the file named by {ENV_PREFIX}CONFIG"
+        print(f"{PROG}: invalid settings ({where}):\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.run(settings, args, extras)
+    except LocalInfraError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="CRM Pulse: real-time CRM KPIs on Kafka, faust-streaming, Redis and FastAPI.",
+        epilog=f"Settings come from {ENV_PREFIX}* environment variables (nested with '__'), KAFKA_BOOTSTRAP_SERVERS, "
+        f"REDIS_URL, and the TOML file named by {ENV_PREFIX}CONFIG.",
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+
+    infra = commands.add_parser(
+        "infra",
+        help="start, stop or inspect the local Kafka and Redis",
+        description="Local Kafka (KRaft, from Maven Central jars) and Redis (Debian's redis-server) for "
+        "development. Servers named by KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are used instead of starting ours.",
+        allow_abbrev=False,
+    )
+    actions = infra.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
+    for name, help_text, run in (
+        ("up", "start the local servers (or reuse running ones) and wait until they answer", _infra_up),
+        ("down", "stop the local servers started by 'infra up', by the PIDs in their pid files", _infra_down),
+        ("status", "say whether each server answers (exit 3 when one does not)", _infra_status),
+        ("fetch", "fetch the Kafka broker's jars from Maven Central (done by 'up' when missing)", _infra_fetch),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        action.set_defaults(run=run)
+
+    worker = commands.add_parser(
+        "worker",
+        usage="%(prog)s [-h] [ARGS ...]",
+        help=f"run the stream worker (python -m {WORKER_MODULE})",
+        description=f"Run the stream worker: python -m {WORKER_MODULE} [ARGS...].",
+        epilog=_PASSTHROUGH_EPILOG,
+        allow_abbrev=False,
+    )
+    worker.set_defaults(run=_module_runner(WORKER_MODULE), passthrough=True)
+
+    api = commands.add_parser(
+        "api",
+        usage="%(prog)s [-h] [--host HOST] [--port PORT] [UVICORN ARGS ...]",
+        help="run the dashboard API with uvicorn",
+        description=f"Run the dashboard API: python -m uvicorn {API_FACTORY} --factory --host H --port P.",
+        epilog="Other arguments go to uvicorn unchanged (for example --reload).",
+        allow_abbrev=False,
+    )
+    _add_api_address(api)
+    api.set_defaults(run=_api, passthrough=True)
+
+    simulate = commands.add_parser(
+        "simulate",
+        usage="%(prog)s [-h] [ARGS ...]",
+        help=f"run the CRM event simulator (python -m {SIMULATOR_MODULE})",
+        description=f"Run the CRM event simulator: python -m {SIMULATOR_MODULE} [ARGS...].",
+        epilog=_PASSTHROUGH_EPILOG,
+        allow_abbrev=False,
+    )
+    simulate.set_defaults(run=_module_runner(SIMULATOR_MODULE), passthrough=True)
+
+    replay = commands.add_parser(
+        "replay",
+        usage="%(prog)s [-h] [ARGS ...]",
+        help=f"rebuild the Redis state by replaying Kafka (python -m {REPLAY_MODULE})",
+        description=f"Rebuild the Redis state by replaying Kafka: python -m {REPLAY_MODULE} [ARGS...].",
+        epilog=_PASSTHROUGH_EPILOG,
+        allow_abbrev=False,
+    )
+    replay.set_defaults(run=_module_runner(REPLAY_MODULE), passthrough=True)
+
+    demo = commands.add_parser(
+        "demo",
+        usage="%(prog)s [-h] [--host HOST] [--port PORT] [--no-simulator] [--timeout S] [SIMULATOR ARGS ...]",
+        help="run everything locally: infra, worker, api and simulator, until Ctrl-C",
+        description="Start the local Kafka and Redis (unless the environment names servers), then the worker, "
+        "the API and the simulator as child processes with their logs in <data_dir>/logs/. Ctrl-C or SIGTERM "
+        "stops the children, then the servers this command started.",
+        epilog="Other arguments go to the simulator unchanged.",
+        allow_abbrev=False,
+    )
+    _add_api_address(demo)
+    demo.add_argument("--no-simulator", action="store_true", help="do not start the simulator")
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="seconds to wait for the API's /healthz (default: %(default)s)",
+    )
+    demo.set_defaults(run=_demo, passthrough=True)
+    return parser
+
+
+def _add_api_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to listen on (default: settings api.host)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: settings api.port)")
+
+
+# -- infra --
+
+
+def _infra_up(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    localinfra.up(settings, echo=print)
+    _print_status(settings)
+    print(f"stop them with: {PROG} infra down")
+    return 0
+
+
+def _infra_down(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    if not localinfra.down(settings, echo=print):
+        print("no local server was running")
+    return 0
+
+
+def _infra_status(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    return 0 if _print_status(settings) else 3
+
+
+def _infra_fetch(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    began = time.monotonic()
+    libs = layout.kafka_libs(settings)
+    fetched = fetch_jars(libs, settings.local.kafka_version)
+    how = f"fetched in {time.monotonic() - began:.1f} s" if fetched else "already there"
+    print(f"kafka {settings.local.kafka_version} jars: {libs} ({how})")
+    return 0
+
+
+def _print_status(settings: Settings) -> bool:
+    statuses = localinfra.status(settings)
+    for server in statuses:
+        print(server.describe())
+    return all(server.running for server in statuses)
+
+
+# -- components --
+
+
+def _module_runner(module: str) -> _Runner:
+    def run(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+        _exec([sys.executable, "-m", module, *extras], _child_env(settings))
+
+    return run
+
+
+def _api(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    host, port = _api_address(settings, args)
+    _exec(_api_argv(settings, host, port, extras), _child_env(settings, host=host, port=port))
+
+
+def _api_address(settings: Settings, args: argparse.Namespace) -> tuple[str, int]:
+    host: str = args.host or settings.api.host
+    port: int = args.port if args.port is not None else settings.api.port
+    return host, port
+
+
+def _api_argv(settings: Settings, host: str, port: int, extras: Sequence[str]) -> list[str]:
+    argv = [sys.executable, "-m", "uvicorn", API_FACTORY, "--factory", "--host", host, "--port", str(port)]
+    if settings.api.workers > 1:
+        argv += ["--workers", str(settings.api.workers)]
+    return [*argv, *extras]
+
+
+def _child_env(settings: Settings, *, host: str | None = None, port: int | None = None) -> dict[str, str]:
+    """Our environment, pointed at the servers in use, so each child builds the same settings."""
+    env = {**os.environ, **localinfra.client_environment(settings), "PYTHONUNBUFFERED": "1"}
+    if host is not None:
+        env[f"{ENV_PREFIX}API__HOST"] = host
+    if port is not None:
+        env[f"{ENV_PREFIX}API__PORT"] = str(port)
+    return env
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """Become ``argv``: signals then reach the component itself, and its exit code is ours."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
+
+
+# -- demo --
+
+
+class _Stop(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP arrived."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _demo(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    host, port = _api_address(settings, args)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base_url = f"http://{shown_host}:{port}"
+    logs = layout.logs_dir(settings)
+    # What ran before we began is left running at the end; the rest is ours to stop, even half-started.
+    ran_before = {server.name for server in localinfra.status(settings) if server.running or server.pid}
+    supervisor = Supervisor(logs, _child_env(settings, host=host, port=port))
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
+    code = 0
+    try:
+        localinfra.up(settings, echo=print)
+        children = [
+            ("worker", [sys.executable, "-m", WORKER_MODULE]),
+            ("api", _api_argv(settings, host, port, [])),
+        ]
+        if not args.no_simulator:
+            children.append(("simulator", [sys.executable, "-m", SIMULATOR_MODULE, *extras]))
+        for name, argv in children:
+            child = supervisor.start(name, argv)
+            print(f"{name}: started pid {child.pid}, log {child.log_path}", flush=True)
+        supervisor.wait_http_ok(f"{base_url}/healthz", timeout=args.timeout)
+        print(f"\nCRM Pulse demo is running.\n  dashboard: {base_url}/\n  API docs:  {base_url}/docs", flush=True)
+        for child in supervisor.children:
+            print(f"  {child.name + ' log:':<11}{child.log_path}")
+        for server in localinfra.status(settings):
+            if server.home is not None:
+                print(f"  {server.name + ' log:':<11}{server.home / (server.name + '.log')}")
+        print("Press Ctrl-C to stop.", flush=True)
+        while True:
+            supervisor.check()
+            time.sleep(0.5)
+    except _Stop as stop:
+        print(f"\n{stop}: stopping", flush=True)
+    except (ChildExitedError, TimeoutError, LocalInfraError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        for child in reversed(supervisor.children):
+            print(f"{child.name}: stopping pid {child.pid}", flush=True)
+        supervisor.stop_all()
+        external = externally_provided()
+        ours = [name for name in SERVERS if name not in ran_before and not external[name]]
+        localinfra.down(settings, only=ours, echo=print)
+    return code

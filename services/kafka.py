@@ -1,0 +1,81 @@
+"""Thin factories for aiokafka clients built from the settings, and topic creation.
+
+The clients are created unstarted (aiokafka wants a running event loop, so call these from
+async code); use them as ``async with producer(settings) as p: ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from services.settings import Settings
+
+
+class TopicCreationError(Exception):
+    """The broker refused to create a topic (for a reason other than that it already exists)."""
+
+
+def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+    """A producer for the configured cluster; ``options`` go to ``AIOKafkaProducer``."""
+    options.setdefault("client_id", "crm-pulse")
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, **options)
+
+
+def consumer(settings: Settings, *topics: str, group_id: str | None = None, **options: Any) -> AIOKafkaConsumer:
+    """A consumer of ``topics``; the group defaults to ``settings.kafka.consumer_group``."""
+    options.setdefault("client_id", "crm-pulse")
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=group_id if group_id is not None else settings.kafka.consumer_group,
+        **options,
+    )
+
+
+def admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client for the configured cluster (start it before use, close it after)."""
+    options.setdefault("client_id", "crm-pulse-admin")
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, **options)
+
+
+async def ensure_topics(
+    settings: Settings,
+    names: Iterable[str],
+    partitions: int,
+    config: Mapping[str, str] | None = None,
+    *,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create the topics that do not exist yet; the names it created. Existing topics are left as they are."""
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return []
+    client = admin(settings)
+    await client.start()
+    try:
+        response = await client.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=dict(config or {}),
+                )
+                for name in wanted
+            ]
+        )
+    finally:
+        await client.close()
+    created: list[str] = []
+    for topic, error_code, *rest in response.topic_errors:
+        if error_code == 0:
+            created.append(topic)
+        elif error_code != TopicAlreadyExistsError.errno:
+            message = rest[0] if rest and rest[0] else for_code(error_code).__name__
+            raise TopicCreationError(f"could not create topic {topic!r} with {partitions} partitions: {message}")
+    return created

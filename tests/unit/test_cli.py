@@ -1,0 +1,112 @@
+"""The command line: help everywhere, arguments passed through, settings handed to children."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from services import cli
+
+SUBCOMMANDS = [
+    [],
+    ["infra"],
+    ["infra", "up"],
+    ["infra", "down"],
+    ["infra", "status"],
+    ["infra", "fetch"],
+    ["worker"],
+    ["api"],
+    ["simulate"],
+    ["replay"],
+    ["demo"],
+]
+
+
+class Execed(Exception):
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        super().__init__(argv)
+        self.argv = argv
+        self.env = env
+
+
+@pytest.fixture
+def execed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace ``os.execve`` in the CLI: raise what it would have run instead of becoming it."""
+
+    def fake_execve(path: str, argv: list[str], env: dict[str, str]) -> Any:
+        raise Execed(argv, env)
+
+    monkeypatch.setattr("services.cli.os.execve", fake_execve)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda command: " ".join(command) or "crm-pulse")
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*command, "--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {' '.join(['crm-pulse', *command])}")
+
+
+@pytest.mark.usefixtures("execed")
+@pytest.mark.parametrize(
+    ("command", "module"),
+    [("worker", "streams.worker"), ("simulate", "services.simulator"), ("replay", "streams.replay")],
+)
+def test_components_run_by_module_path_with_arguments_passed_through(command: str, module: str) -> None:
+    with pytest.raises(Execed) as ran:
+        cli.main([command, "--rate", "50", "positional"])
+    assert ran.value.argv == [sys.executable, "-m", module, "--rate", "50", "positional"]
+
+
+@pytest.mark.usefixtures("execed")
+def test_double_dash_passes_our_own_options_through() -> None:
+    with pytest.raises(Execed) as ran:
+        cli.main(["worker", "--", "--help"])
+    assert ran.value.argv[-1] == "--help"
+
+
+@pytest.mark.usefixtures("execed")
+def test_children_get_the_servers_in_use_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_PULSE_LOCAL__KAFKA_PORT", "19555")
+    monkeypatch.setenv("REDIS_URL", "redis://cache.example:6379/3")
+    with pytest.raises(Execed) as ran:
+        cli.main(["worker"])
+    assert ran.value.env["CRM_PULSE_KAFKA__BOOTSTRAP_SERVERS"] == "127.0.0.1:19555"
+    assert ran.value.env["CRM_PULSE_REDIS__URL"] == "redis://cache.example:6379/3"
+
+
+@pytest.mark.usefixtures("execed")
+def test_api_runs_the_app_factory_with_uvicorn() -> None:
+    with pytest.raises(Execed) as ran:
+        cli.main(["api", "--port", "9001", "--reload"])
+    argv = ran.value.argv
+    assert argv[:5] == [sys.executable, "-m", "uvicorn", "dashboard_api.app:create_app", "--factory"]
+    assert argv[5:] == ["--host", "127.0.0.1", "--port", "9001", "--reload"]
+    assert ran.value.env["CRM_PULSE_API__PORT"] == "9001"
+
+
+def test_unknown_arguments_of_our_own_commands_are_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["infra", "status", "--bogus"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_invalid_settings_are_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRM_PULSE_BUSINESS__TIMEZONE", "Atlantis/Capital")
+    assert cli.main(["infra", "status"]) == 2
+    assert "unknown time zone 'Atlantis/Capital'" in capsys.readouterr().err
+
+
+def test_the_cli_imports_no_component_package() -> None:
+    code = (
+        "import sys, services.cli, services.__main__\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'streams', 'alerts', 'dashboard_api'})\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

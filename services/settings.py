@@ -191,7 +191,9 @@ _ALIASES = {
 def externally_provided() -> dict[str, bool]:
     """Which servers the environment points at (so local ones must not be started)."""
     return {
-        "kafka": bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS")),
+        "kafka": bool(
+            os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS")
+        ),
         "redis": bool(os.environ.get("REDIS_URL") or os.environ.get(f"{ENV_PREFIX}REDIS__URL")),
     }
 

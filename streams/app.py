@@ -113,7 +113,7 @@ def create_app(settings: Settings) -> faust.App:
     app.crm_runtime = runtime  # type: ignore[attr-defined]
 
     @app.agent(events, concurrency=1)
-    async def apply_events(stream: faust.StreamT[bytes]) -> None:
+    async def apply_events(stream: Any) -> None:
         processor = runtime.processor
         async for batch in stream.take_events(settings.worker.batch_size, within=settings.worker.batch_within_s):
             records = []
@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> faust.App:
                 result.skipped,
             )
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def resume_from_state(sender: Any, assigned: set[Any], **_: Any) -> None:
         # Start each events partition where the state says it stopped, not where faust committed.
         processor = runtime.processor

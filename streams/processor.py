@@ -27,7 +27,7 @@ from services.kpis.contributions import (
     to_us,
 )
 from services.schemas.events import (
-    DEAL_EVENT_TYPES,
+    DEAL_EVENT_MODELS,
     CrmEvent,
     EventRejected,
     Rejection,
@@ -205,8 +205,8 @@ class BatchProcessor:
             if team is not None:
                 commit.members.add((self.keys.teams, team))
                 commit.members.add((self.keys.team_managers(team), event.manager_id))
-            if event.type in DEAL_EVENT_TYPES:
-                deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))  # type: ignore[union-attr]
+            if isinstance(event, DEAL_EVENT_MODELS):
+                deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))
             else:
                 activity_contributions(event, self.calendar, delta)
         if not deal_events:

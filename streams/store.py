@@ -17,6 +17,14 @@ _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
 CHANGE_FEED_MAXLEN = 100_000
 
 
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def digest(value: bytes) -> str:
     """The fingerprint commit.lua compares to see that a value did not change since it was read."""
     return hashlib.sha1(value, usedforsecurity=False).hexdigest()
@@ -62,7 +70,7 @@ class StateStore:
 
     async def all_offsets(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.offsets)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {_text(k): int(v) for k, v in raw.items()}
 
     async def watermark_us(self) -> int | None:
         value = await self.redis.get(self.keys.watermark)
@@ -84,7 +92,7 @@ class StateStore:
             return {}
         rows = await self.redis.mget([self.keys.deal(deal_id) for deal_id in deal_ids])
         return {
-            deal_id: ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(raw)) if raw else ([], "")
+            deal_id: ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(_bytes(raw))) if raw else ([], "")
             for deal_id, raw in zip(deal_ids, rows, strict=True)
         }
 
@@ -97,7 +105,7 @@ class StateStore:
         for customer_id, raw in zip(customer_ids, rows, strict=True):
             by_deal = orjson.loads(raw) if raw else {}
             wins = {deal: [Win.from_row(row) for row in rows_] for deal, rows_ in by_deal.items()}
-            result[customer_id] = (wins, digest(raw) if raw else "")
+            result[customer_id] = (wins, digest(_bytes(raw)) if raw else "")
         return result
 
     @staticmethod
@@ -141,8 +149,8 @@ class StateStore:
                 args += [measure, str(delta)]
 
         args.append(len(commit.values))
-        for key, value in commit.values.items():
-            args += [key, value]
+        for key, stored in commit.values.items():
+            args += [key, stored]
         args.append(len(commit.members))
         for key, member in sorted(commit.members):
             args += [key, member]

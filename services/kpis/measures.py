@@ -121,6 +121,8 @@ def _family(measures: Mapping[str, int], prefix: str) -> dict[str, int]:
 
 
 class SourceKpis(BaseModel):
+    """Deals created and won, and revenue, of one lead source."""
+
     deals_created: int = 0
     deals_won: int = 0
     revenue: Decimal = Decimal(0)
@@ -191,6 +193,8 @@ def derive_kpis(measures: Mapping[str, int]) -> KpiValues:
 
 
 class StagePipeline(BaseModel):
+    """Open deals of one funnel stage: count, amount, win probability and weighted amount."""
+
     open_deals: int = 0
     amount: Decimal = Decimal(0)
     probability: Decimal = Decimal(0)

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 
 class PeriodKind(StrEnum):
+    """Kinds of calendar periods: day, ISO week, month, quarter, year, or a [from, to) range of days."""
+
     DAY = "day"
     WEEK = "week"
     MONTH = "month"

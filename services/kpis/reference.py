@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -86,6 +87,13 @@ def _scopes(event: CrmEvent) -> list[Scope]:
     return scopes
 
 
+def _amount(event: CrmEvent) -> Decimal | None:
+    """The amount an event carries, if any (deal_created, deal_stage_changed, deal_won)."""
+    if isinstance(event, (DealCreatedEvent, DealStageChangedEvent, DealWonEvent)):
+        return event.amount
+    return None
+
+
 def _order(event: CrmEvent) -> tuple[datetime, str]:
     return (event.occurred_at, event.event_id)
 
@@ -134,8 +142,8 @@ class ReferenceKpis:
     def _revenue_at_win(history: list[CrmEvent], win: DealWonEvent) -> int:
         if win.amount is not None:
             return amount_units(win.amount)
-        earlier = [e for e in history if _order(e) < _order(win) and getattr(e, "amount", None) is not None]
-        return amount_units(earlier[-1].amount) if earlier else 0  # type: ignore[attr-defined]
+        earlier = [amount for e in history if _order(e) < _order(win) and (amount := _amount(e)) is not None]
+        return amount_units(earlier[-1]) if earlier else 0
 
     def _deals(self, deal_events: dict[str, list[CrmEvent]]) -> None:
         for history in deal_events.values():
@@ -188,14 +196,14 @@ class ReferenceKpis:
             if self._created(history) is None or isinstance(history[-1], (DealWonEvent, DealLostEvent)):
                 continue
             staged = [e for e in history if isinstance(e, (DealCreatedEvent, DealStageChangedEvent))]
-            stage = staged[-1].stage or ""  # type: ignore[union-attr]
-            with_amount = [e for e in history if getattr(e, "amount", None) is not None]
-            amount = amount_units(with_amount[-1].amount) if with_amount else 0  # type: ignore[attr-defined]
+            stage = staged[-1].stage or ""
+            amounts = [value for e in history if (value := _amount(e)) is not None]
+            units = amount_units(amounts[-1]) if amounts else 0
             for scope in _scopes(history[-1]):
                 bucket = self.current[scope]
                 bucket[m.pipeline_count(stage)] = bucket.get(m.pipeline_count(stage), 0) + 1
-                if amount:
-                    bucket[m.pipeline_amount(stage)] = bucket.get(m.pipeline_amount(stage), 0) + amount
+                if units:
+                    bucket[m.pipeline_amount(stage)] = bucket.get(m.pipeline_amount(stage), 0) + units
 
     def measures(self, scope: Scope, period: Period) -> dict[str, int]:
         """The additive measures of a scope over a period (a union of local days)."""

@@ -49,6 +49,8 @@ DEAL_EVENT_TYPES = frozenset(
 
 
 class RejectCode(StrEnum):
+    """Why a record was rejected (CONTRACT section 1), in the order the checks run."""
+
     INVALID_JSON = "invalid_json"
     SCHEMA_VIOLATION = "schema_violation"
     UNKNOWN_STAGE = "unknown_stage"
@@ -163,6 +165,9 @@ CrmEvent = (
 )
 """A validated CRM event: a tagged union on ``type``."""
 
+DEAL_EVENT_MODELS = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent, DealLostEvent)
+"""The deal_* event models, for isinstance checks."""
+
 EVENT_MODELS: dict[str, type[_EventBase]] = {
     EventType.CALL: CallEvent,
     EventType.MEETING: MeetingEvent,
@@ -194,9 +199,7 @@ class Rejection(BaseModel):
 
     @property
     def message(self) -> str:
-        return "; ".join(
-            f"{p.field}: {p.message}" if p.field else p.message for p in self.problems
-        )
+        return "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in self.problems)
 
 
 class EventRejected(Exception):
@@ -277,7 +280,10 @@ def validate_payload(data: Any, policy: ValidationPolicy) -> CrmEvent:
         if "type" not in payload:
             raise _reject(RejectCode.SCHEMA_VIOLATION, "type", None, "field required")
         raise _reject(
-            RejectCode.SCHEMA_VIOLATION, "type", event_type, f"unknown event type; expected one of {sorted(str(t) for t in EVENT_MODELS)}"
+            RejectCode.SCHEMA_VIOLATION,
+            "type",
+            event_type,
+            f"unknown event type; expected one of {sorted(str(t) for t in EVENT_MODELS)}",
         )
     try:
         event: CrmEvent = model.model_validate(payload)  # type: ignore[assignment]
@@ -296,11 +302,17 @@ def validate_payload(data: Any, policy: ValidationPolicy) -> CrmEvent:
         event = event.model_copy(update={"stage": policy.first_stage})
     elif stage is not None and not policy.is_open_stage(stage):
         raise _reject(
-            RejectCode.UNKNOWN_STAGE, "stage", stage, f"not a configured open stage; expected one of {list(policy.open_stages)}"
+            RejectCode.UNKNOWN_STAGE,
+            "stage",
+            stage,
+            f"not a configured open stage; expected one of {list(policy.open_stages)}",
         )
     if event.currency is not None and event.currency != policy.currency:
         raise _reject(
-            RejectCode.CURRENCY_MISMATCH, "currency", event.currency, f"must be the reporting currency {policy.currency}"
+            RejectCode.CURRENCY_MISMATCH,
+            "currency",
+            event.currency,
+            f"must be the reporting currency {policy.currency}",
         )
     return event
 
@@ -352,12 +364,13 @@ def canonical_json(event: CrmEvent) -> bytes:
 
 
 __all__ = [
-    "CrmEvent",
+    "DEAL_EVENT_MODELS",
     "DEAL_EVENT_TYPES",
+    "MONEY_SCALE",
+    "CrmEvent",
     "EventRejected",
     "EventType",
     "FieldProblem",
-    "MONEY_SCALE",
     "RejectCode",
     "Rejection",
     "ValidationPolicy",

@@ -1,0 +1,114 @@
+"""The FastAPI application: REST for KPIs, ingest, live push, metrics and the wall display.
+
+Run with ``uvicorn dashboard_api.app:create_app --factory``; the settings come from the
+environment (services.settings.load_settings) unless given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from dashboard_api.broadcaster import ChangeBroadcaster
+from dashboard_api.metrics import ApiMetrics
+from dashboard_api.publisher import EventPublisher
+from dashboard_api.routers import directory, display, events, health, kpis, leaderboard, live, metrics, pipeline
+from dashboard_api.routers.display import STATIC_DIR
+from services.redis import redis_client
+from services.settings import Settings, load_settings
+from services.topics import RedisKeys
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+Real-time CRM KPIs computed by the CRM Pulse stream worker from the events in Kafka.
+
+* **kpis**: every KPI of the company, a team or a manager for a day, ISO week, month,
+  quarter, year or any range of days, with the previous period and the change.
+* **leaderboard**, **pipeline**, **directory**: rankings, the open pipeline and the forecast,
+  the known managers and teams.
+* **ingest**: `POST /api/v1/events` validates events like the worker does and writes them to Kafka.
+* **live**: WebSocket `/ws` pushes a snapshot, then every change (docs/websocket.md).
+* **operations**: `/healthz` and Prometheus `/metrics`.
+
+Money amounts are exact decimals in the reporting currency, sent as strings.
+"""
+
+TAGS = [
+    {"name": "kpis", "description": "KPIs of a scope over a period (CONTRACT section 3)."},
+    {"name": "leaderboard", "description": "Managers ranked by a KPI."},
+    {"name": "pipeline", "description": "Current open pipeline, weighted by stage probability, and forecast."},
+    {"name": "directory", "description": "Managers and teams seen in the events."},
+    {"name": "ingest", "description": "Validated event ingest into Kafka."},
+    {"name": "operations", "description": "Health and metrics."},
+    {"name": "display", "description": "The wall-display page."},
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None) -> FastAPI:
+    """Build the API; ``clock`` (aware UTC now) is replaceable for tests."""
+    settings = settings if settings is not None else load_settings()
+    keys = RedisKeys.from_settings(settings)
+    api_metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = redis_client(settings)
+        publisher = EventPublisher(settings)
+        broadcaster = ChangeBroadcaster(
+            redis,
+            keys,
+            api_metrics,
+            {stage.name: stage.probability for stage in settings.business.funnel},
+        )
+        app.state.redis = redis
+        app.state.publisher = publisher
+        app.state.broadcaster = broadcaster
+        try:
+            await broadcaster.start()
+            yield
+        finally:
+            await broadcaster.stop()
+            await publisher.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="CRM Pulse API",
+        summary="Real-time CRM KPIs, live push and event ingest",
+        description=DESCRIPTION,
+        version="0.1.0",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = keys
+    app.state.metrics = api_metrics
+    app.state.clock = clock or utc_now
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"Redis is unavailable ({exc}); the KPI state cannot be read, retry later"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    for router in (kpis.router, leaderboard.router, pipeline.router, directory.router, events.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(live.router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(display.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,24 @@
+"""The managers and teams the worker has seen."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from dashboard_api.dependencies import KeysDep, RedisDep
+from dashboard_api.models import ManagerList, TeamInfo, TeamList
+from services.kpi_reader import list_managers, list_teams_with_managers
+
+router = APIRouter(tags=["directory"])
+
+
+@router.get("/managers", summary="Known managers")
+async def read_managers(redis: RedisDep, keys: KeysDep) -> ManagerList:
+    """Every manager id an event was attributed to, sorted."""
+    return ManagerList(managers=await list_managers(redis, keys))
+
+
+@router.get("/teams", summary="Known teams")
+async def read_teams(redis: RedisDep, keys: KeysDep) -> TeamList:
+    """Every team id carried by an event, sorted, with the managers seen with it."""
+    teams = await list_teams_with_managers(redis, keys)
+    return TeamList(teams=[TeamInfo(team_id=team, managers=managers) for team, managers in teams.items()])

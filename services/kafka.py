@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from services.settings import Settings
+from services.topics import Topics
 
 
 class TopicCreationError(Exception):
@@ -78,4 +79,16 @@ async def ensure_topics(
         elif error_code != TopicAlreadyExistsError.errno:
             message = rest[0] if rest and rest[0] else for_code(error_code).__name__
             raise TopicCreationError(f"could not create topic {topic!r} with {partitions} partitions: {message}")
+    return created
+
+
+KEEP_FOREVER = {"retention.ms": "-1"}
+"""Topic config of the event log and the dead letters: Kafka is the source of truth, keep them."""
+
+
+async def ensure_product_topics(settings: Settings) -> list[str]:
+    """Create the product's topics if missing: events and dead letters kept forever, KPI updates."""
+    topics = Topics.from_settings(settings)
+    created = await ensure_topics(settings, [topics.events, topics.dlq], settings.kafka.partitions, KEEP_FOREVER)
+    created += await ensure_topics(settings, [topics.kpi_updates], settings.kafka.partitions)
     return created

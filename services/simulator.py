@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
+from services.kafka import ensure_product_topics
 from services.settings import Settings, load_settings
 from services.simulation import SimRecord, Simulation, SimulationConfig, SimulationError
 from services.simulation.pacing import Progress, RunReport, send_records
@@ -227,9 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulation = Simulation(config, seed=args.seed)
     sink = _open_sink(args, settings)
     try:
+        if args.sink == "kafka" and not args.topic:
+            asyncio.run(ensure_product_topics(settings))
         report, window = asyncio.run(_run(args, simulation, sink))
     except SimulationError as exc:  # SinkError included
         print(f"simulator: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        print(f"simulator: Kafka at {settings.kafka.bootstrap_servers} is not usable: {exc!r}", file=sys.stderr)
         return 1
     summary = {
         **window,

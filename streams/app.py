@@ -107,8 +107,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_every=10_000,
         broker_commit_interval=2.0,
     )
+    # The topics are created beforehand by services.kafka.ensure_product_topics (faust does not
+    # declare source topics; auto-creation would give them the broker's defaults).
     events = app.topic(settings.kafka.events_topic, partitions=settings.kafka.partitions)
-    app.topic(settings.kafka.dlq_topic, partitions=settings.kafka.partitions)
     runtime = WorkerRuntime(app, settings)
     app.crm_runtime = runtime  # type: ignore[attr-defined]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
 from faust.worker import Worker
 
+from services.kafka import ensure_product_topics
 from services.settings import load_settings
 from streams.app import create_app
 
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.web_port is not None:
         settings = settings.with_overrides(worker={"web_port": args.web_port})
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    created = asyncio.run(ensure_product_topics(settings))
+    if created:
+        logging.getLogger(__name__).info("created topics %s", ", ".join(created))
     app = create_app(settings)
     worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

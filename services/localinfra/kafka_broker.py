@@ -166,6 +166,8 @@ class KafkaBroker:
             "log.dirs": str(self.data),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "true",
+            # Kafka is the source of truth for the KPI state: keep the log unless a topic says otherwise.
+            "log.retention.ms": "-1",
             "group.initial.rebalance.delay.ms": "0",
             # One broker: internal topics cannot be replicated, and few partitions start faster.
             "offsets.topic.replication.factor": "1",

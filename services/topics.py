@@ -72,6 +72,10 @@ class RedisKeys:
         """Managers that had an event carrying this team id (set)."""
         return f"{self.prefix}:dir:team:{team_id}"
 
+    def team_month_managers(self, team_id: str, month: str) -> str:
+        """Managers with an event carrying this team id in this local month (set): a team's quota is theirs."""
+        return f"{self.prefix}:dir:teammonth:{month}:{team_id}"
+
     # -- worker state --
     def seen_event(self, event_id: str) -> str:
         """Present once an event_id has been accepted (dedupe)."""

@@ -203,8 +203,10 @@ class BatchProcessor:
             team = event.team_id
             commit.members.add((self.keys.managers, event.manager_id))
             if team is not None:
+                month = self.calendar.buckets(to_us(event.occurred_at))[1]
                 commit.members.add((self.keys.teams, team))
                 commit.members.add((self.keys.team_managers(team), event.manager_id))
+                commit.members.add((self.keys.team_month_managers(team, month), event.manager_id))
             if isinstance(event, DEAL_EVENT_MODELS):
                 deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))
             else:

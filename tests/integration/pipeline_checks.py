@@ -1,0 +1,105 @@
+"""Shared steps of the end-to-end pipeline tests: wait for the worker, compare with the reference."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from services.kpis.measures import derive_kpis
+from services.kpis.periods import Period, PeriodKind, period_of
+from services.kpis.reference import ReferenceKpis, admit
+from services.schemas.events import ValidationPolicy
+from services.settings import Settings
+from services.simulation import SimRecord
+from services.topics import RedisKeys
+from tests.integration.api_harness import RunningApi
+
+
+async def worker_stats(redis: Redis, keys: RedisKeys) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in (await redis.hgetall(keys.worker_stats)).items()}
+
+
+async def records_accounted(redis: Redis, keys: RedisKeys) -> int:
+    """Records the worker has applied: accepted, duplicate or rejected."""
+    return sum((await worker_stats(redis, keys)).values())
+
+
+async def worker_reached(redis: Redis, keys: RedisKeys, count: int) -> bool:
+    """True once the worker has applied at least ``count`` records."""
+    return await records_accounted(redis, keys) >= count
+
+
+def malformed(records: Iterable[SimRecord]) -> Counter[tuple[bytes, str]]:
+    """(bytes, expected reason code) of every record the contract rejects."""
+    return Counter((r.value, r.expected) for r in records if not r.is_valid and r.expected != "duplicate")
+
+
+def reference_of(settings: Settings, records: Sequence[SimRecord]) -> tuple[ReferenceKpis, Counter[str], int]:
+    """The batch reference of the produced records: KPIs, rejections by code, duplicates."""
+    policy = ValidationPolicy.from_settings(settings.business)
+    admission = admit([r.value for r in records], policy, now=datetime.now(UTC))
+    rejected = Counter(str(code) for _, code in admission.rejected)
+    return ReferenceKpis(admission.accepted, settings.business.zone), rejected, admission.duplicates
+
+
+async def assert_worker_counters(
+    redis: Redis, keys: RedisKeys, reference: ReferenceKpis, rejected: Counter[str], duplicates: int, accepted: int
+) -> None:
+    stats = await worker_stats(redis, keys)
+    assert stats["processed"] == accepted
+    assert stats.get("duplicates", 0) == duplicates
+    assert {k.removeprefix("rejected:"): v for k, v in stats.items() if k.startswith("rejected:")} == rejected
+
+
+def scope_paths(reference: ReferenceKpis) -> dict[str, str]:
+    paths = {"c": "/api/v1/kpis/company"}
+    for scope in reference.scopes():
+        if scope.startswith("m:"):
+            paths[scope] = f"/api/v1/kpis/managers/{scope[2:]}"
+        elif scope.startswith("t:"):
+            paths[scope] = f"/api/v1/kpis/teams/{scope[2:]}"
+    return paths
+
+
+def periods_of(reference: ReferenceKpis, kinds: Sequence[PeriodKind]) -> set[Period]:
+    return {period_of(kind, day) for day in reference.days() for kind in kinds}
+
+
+async def assert_api_equals_reference(api: RunningApi, reference: ReferenceKpis, periods: set[Period]) -> int:
+    """Every scope and period over REST equals the reference; returns how many were compared."""
+    compared = 0
+    for scope, path in scope_paths(reference).items():
+        for period in periods:
+            response = await api.http.get(path, params={"period": period.kind.value, "at": period.label})
+            assert response.status_code == 200, response.text
+            expected = derive_kpis(reference.measures(scope, period)).model_dump(mode="json")
+            assert response.json()["kpis"] == expected, (scope, period.label)
+            compared += 1
+    return compared
+
+
+async def read_dead_letters(settings: Settings, expected: int, within: float = 30.0) -> list[tuple[bytes, str]]:
+    """(original bytes, reason code) of each dead letter, once per source record (key = source position)."""
+    consumer = AIOKafkaConsumer(
+        settings.kafka.dlq_topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        by_source: dict[bytes, tuple[bytes, str]] = {}
+        deadline = time.monotonic() + within
+        while len(by_source) < expected and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for message in messages:
+                    headers = dict(message.headers)
+                    by_source[message.key] = (message.value, headers["crm-reject-code"].decode())
+        return list(by_source.values())
+    finally:
+        await consumer.stop()

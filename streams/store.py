@@ -77,14 +77,11 @@ class StateStore:
         return int(value) if value is not None else None
 
     async def claimed(self, event_ids: list[str]) -> set[str]:
-        """Which of these event ids were accepted before."""
+        """Which of these event ids were accepted before (one MGET)."""
         if not event_ids:
             return set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in event_ids:
-                pipe.exists(self.keys.seen_event(event_id))
-            found = await pipe.execute()
-        return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit}
+        found = await self.redis.mget([self.keys.seen_event(event_id) for event_id in event_ids])
+        return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit is not None}
 
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
         """Each deal's history and the digest of its stored value ('' when absent)."""

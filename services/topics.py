@@ -26,6 +26,8 @@ class Topics:
     events: str
     dlq: str
     kpi_updates: str
+    quotas: str
+    """Compacted: key ``<manager_id>|<YYYY-MM>``, value the quota JSON, or a tombstone (null) for a delete."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -33,6 +35,7 @@ class Topics:
             events=settings.kafka.events_topic,
             dlq=settings.kafka.dlq_topic,
             kpi_updates=settings.kafka.updates_topic,
+            quotas=settings.kafka.quotas_topic,
         )
 
 
@@ -76,6 +79,16 @@ class RedisKeys:
         """Managers with an event carrying this team id in this local month (set): a team's quota is theirs."""
         return f"{self.prefix}:dir:teammonth:{month}:{team_id}"
 
+    # -- quotas (configuration mirrored from the quotas topic) --
+    def quotas(self, month: str) -> str:
+        """Quotas of a local month (hash): manager_id -> amount in money units (1/10,000)."""
+        return f"{self.prefix}:quota:{month}"
+
+    @property
+    def quota_offsets(self) -> str:
+        """Hash ``<manager_id>|<YYYY-MM>`` -> offset of the quotas-topic record applied last (newer wins)."""
+        return f"{self.prefix}:quota-offsets"
+
     # -- worker state --
     def seen_event(self, event_id: str) -> str:
         """Present once an event_id has been accepted (dedupe)."""
@@ -113,3 +126,13 @@ class RedisKeys:
     @property
     def changes(self) -> str:
         return f"{self.prefix}:changes"
+
+    @property
+    def relay_cursor(self) -> str:
+        """Id of the last change-feed entry copied to the kpi.updates topic."""
+        return f"{self.prefix}:relay:cursor"
+
+    @property
+    def relay_lease(self) -> str:
+        """Which worker relays the change feed to Kafka now (expiring lease)."""
+        return f"{self.prefix}:relay:lease"

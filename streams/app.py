@@ -22,6 +22,7 @@ from services.settings import Settings
 from services.topics import RedisKeys
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
 from streams.store import StateStore
+from streams.updates_relay import UpdatesRelay
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,22 @@ def create_app(settings: Settings) -> faust.App:
                 result.rejected,
                 result.skipped,
             )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def relay_updates() -> None:
+        redis = runtime.processor.store.redis
+
+        async def send(records: Sequence[tuple[bytes, bytes]]) -> None:
+            futures = [
+                await app.producer.send(
+                    settings.kafka.updates_topic, key=key, value=value, partition=None, timestamp=None, headers=None
+                )
+                for key, value in records
+            ]
+            for future in futures:
+                await future
+
+        await UpdatesRelay(redis, RedisKeys.from_settings(settings), send).run()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def resume_from_state(sender: Any, assigned: set[Any], **_: Any) -> None:

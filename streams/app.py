@@ -15,26 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-import orjson
 from redis.asyncio import Redis
 
 from services.settings import Settings
 from services.topics import RedisKeys
+from streams.dead_letters import dead_letter_headers, dead_letter_key
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
 from streams.store import StateStore
 from streams.updates_relay import UpdatesRelay
 
 log = logging.getLogger(__name__)
-
-
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """Headers of a dead-letter record: the reason code, the problems and the source position."""
-    record = letter.record
-    return [
-        ("crm-reject-code", str(letter.rejection.code).encode()),
-        ("crm-reject-problems", orjson.dumps(letter.rejection.model_dump(mode="json")["problems"])),
-        ("crm-source", f"{record.topic}:{record.partition}:{record.offset}".encode()),
-    ]
 
 
 class WorkerRuntime:
@@ -66,7 +56,7 @@ class WorkerRuntime:
             futures.append(
                 await producer.send(
                     self.settings.kafka.dlq_topic,
-                    key=f"{record.topic}:{record.partition}:{record.offset}".encode(),
+                    key=dead_letter_key(letter),
                     value=record.value,
                     partition=None,
                     timestamp=None,

@@ -19,8 +19,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dashboard_api.broadcaster import ChangeBroadcaster
 from dashboard_api.metrics import ApiMetrics
 from dashboard_api.publisher import EventPublisher
-from dashboard_api.routers import directory, display, events, health, kpis, leaderboard, live, metrics, pipeline
+from dashboard_api.routers import (
+    directory,
+    display,
+    events,
+    funnel,
+    health,
+    kpis,
+    leaderboard,
+    live,
+    metrics,
+    pipeline,
+    quotas,
+)
 from dashboard_api.routers.display import STATIC_DIR
+from services.quota_store import QuotaWriter
 from services.redis import redis_client
 from services.settings import Settings, load_settings
 from services.topics import RedisKeys
@@ -32,6 +45,10 @@ Real-time CRM KPIs computed by the CRM Pulse stream worker from the events in Ka
 
 * **kpis**: every KPI of the company, a team or a manager for a day, ISO week, month,
   quarter, year or any range of days, with the previous period and the change.
+  Month periods include the scope's `quota` and `quota_attainment`.
+* **funnel**: entries per configured stage, conversion to the next stage, drop-off, wins and
+  losses by reason, for a scope and period.
+* **quotas**: each manager's quota per month: set, delete, list, CSV import (kept in Kafka).
 * **leaderboard**, **pipeline**, **directory**: rankings, the open pipeline and the forecast,
   the known managers and teams.
 * **ingest**: `POST /api/v1/events` validates events like the worker does and writes them to Kafka.
@@ -43,6 +60,8 @@ Money amounts are exact decimals in the reporting currency, sent as strings.
 
 TAGS = [
     {"name": "kpis", "description": "KPIs of a scope over a period (CONTRACT section 3)."},
+    {"name": "funnel", "description": "Stage entries, conversion and drop-off of a scope over a period."},
+    {"name": "quotas", "description": "Quotas per manager per month (for quota and quota_attainment)."},
     {"name": "leaderboard", "description": "Managers ranked by a KPI."},
     {"name": "pipeline", "description": "Current open pipeline, weighted by stage probability, and forecast."},
     {"name": "directory", "description": "Managers and teams seen in the events."},
@@ -75,11 +94,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         app.state.redis = redis
         app.state.publisher = publisher
         app.state.broadcaster = broadcaster
+        quota_writer = QuotaWriter(settings, redis)
+        app.state.quota_writer = quota_writer
         try:
             await broadcaster.start()
             yield
         finally:
             await broadcaster.stop()
+            await quota_writer.close()
             await publisher.close()
             await redis.aclose()
 
@@ -104,7 +126,15 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
-    for router in (kpis.router, leaderboard.router, pipeline.router, directory.router, events.router):
+    for router in (
+        kpis.router,
+        funnel.router,
+        quotas.router,
+        leaderboard.router,
+        pipeline.router,
+        directory.router,
+        events.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(live.router)
     app.include_router(health.router)

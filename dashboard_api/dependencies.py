@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated
 
@@ -15,6 +16,8 @@ from dashboard_api.models import ScopeRef
 from dashboard_api.publisher import EventPublisher
 from services.kpi_reader import manager_exists, team_exists
 from services.kpis.periods import Period, PeriodKind, local_date, parse_period
+from services.kpis.windows import Window, WindowLength, window_ending
+from services.quota_store import QuotaWriter
 from services.settings import Settings
 from services.topics import COMPANY_ID, RedisKeys, scope_token
 
@@ -55,6 +58,11 @@ def get_broadcaster(connection: HTTPConnection) -> ChangeBroadcaster:
     return broadcaster
 
 
+def get_quota_writer(connection: HTTPConnection) -> QuotaWriter:
+    writer: QuotaWriter = connection.app.state.quota_writer
+    return writer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 KeysDep = Annotated[RedisKeys, Depends(get_keys)]
@@ -62,6 +70,7 @@ NowDep = Annotated[datetime, Depends(get_now)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 BroadcasterDep = Annotated[ChangeBroadcaster, Depends(get_broadcaster)]
+QuotaWriterDep = Annotated[QuotaWriter, Depends(get_quota_writer)]
 
 
 def get_today(settings: SettingsDep, now: NowDep) -> date:
@@ -96,6 +105,61 @@ def get_period(
 
 
 PeriodDep = Annotated[Period, Depends(get_period)]
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """A requested rolling window, and the instant it was asked to end at."""
+
+    window: Window
+    as_of: datetime
+
+
+def get_window(
+    connection: HTTPConnection,
+    now: NowDep,
+    window: Annotated[
+        WindowLength | None,
+        Query(description="rolling window instead of a calendar period: 1h, 24h, 7d or 30d, ending at as_of"),
+    ] = None,
+    as_of: Annotated[
+        datetime | None,
+        Query(
+            description=(
+                "end of the rolling window, RFC 3339 with an offset, rounded down to the whole UTC minute; "
+                "default: now. Only with window"
+            ),
+            examples=["2026-11-27T12:00:00Z"],
+        ),
+    ] = None,
+) -> WindowRequest | None:
+    """The requested rolling window, or None for a calendar period; 422 when the two are mixed."""
+    if window is None:
+        if as_of is not None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail="as_of is the end of a rolling window: give window=1h, 24h, 7d or 30d with it",
+            )
+        return None
+    mixed = [name for name in ("period", "at") if name in connection.query_params]
+    if mixed:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=(
+                f"window cannot be combined with {' or '.join(mixed)}: ask either for a rolling window "
+                "(window=1h|24h|7d|30d, optional as_of) or for a calendar period (period=..., at=...)"
+            ),
+        )
+    if as_of is not None and (as_of.tzinfo is None or as_of.utcoffset() is None):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"as_of {as_of.isoformat()} has no UTC offset; write it like 2026-11-27T12:00:00Z or +01:00",
+        )
+    end = as_of if as_of is not None else now
+    return WindowRequest(window=window_ending(window, end), as_of=end)
+
+
+WindowDep = Annotated[WindowRequest | None, Depends(get_window)]
 
 
 def company_scope() -> ScopeRef:

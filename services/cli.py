@@ -5,21 +5,28 @@
     crm-pulse api [--host H] [--port P]    the dashboard API    (uvicorn dashboard_api.app:create_app --factory)
     crm-pulse simulate [ARGS...]           the event simulator  (python -m services.simulator ARGS)
     crm-pulse replay [ARGS...]             rebuild Redis from Kafka (python -m streams.replay ARGS)
+    crm-pulse alerts [ARGS...]             the alerts worker    (python -m alerts.worker ARGS)
     crm-pulse demo [SIMULATOR ARGS...]     infra, worker, api and simulator together until Ctrl-C
+    crm-pulse quotas import FILE.csv       set the quotas of a CSV manager_id,month,amount (all or nothing)
+    crm-pulse quotas list [--month M]      the quotas of a month
 
 Components are started as processes by their module path and never imported here, so
 ``services`` depends on none of ``streams``, ``alerts`` or ``dashboard_api``. Each child builds
 its settings itself from the environment, which this command points at the servers in use.
+``quotas`` runs in this process: it calls ``services.quota_store`` (Kafka, then Redis) directly.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
@@ -30,11 +37,21 @@ from services.localinfra import layout
 from services.localinfra.errors import LocalInfraError
 from services.localinfra.kafka_broker import fetch_jars
 from services.localinfra.stack import SERVERS
+from services.quotas import (
+    CSV_HEADER,
+    InvalidQuota,
+    Quota,
+    QuotaCsvError,
+    format_quota_csv,
+    parse_month,
+    parse_quota_csv,
+)
 from services.settings import ENV_PREFIX, Settings, externally_provided, load_settings
 from services.supervisor import ChildExitedError, Supervisor
 
 WORKER_MODULE = "streams.worker"
 REPLAY_MODULE = "streams.replay"
+ALERTS_MODULE = "alerts.worker"
 SIMULATOR_MODULE = "services.simulator"
 API_FACTORY = "dashboard_api.app:create_app"
 
@@ -136,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(run=_module_runner(REPLAY_MODULE), passthrough=True)
 
+    alerts = commands.add_parser(
+        "alerts",
+        usage="%(prog)s [-h] [ARGS ...]",
+        help=f"run the alerts worker: rules on kpi.updates, notifications (python -m {ALERTS_MODULE})",
+        description=f"Run the alerts worker: python -m {ALERTS_MODULE} [ARGS...] (docs/alerts.md).",
+        epilog=_PASSTHROUGH_EPILOG,
+        allow_abbrev=False,
+    )
+    alerts.set_defaults(run=_module_runner(ALERTS_MODULE), passthrough=True)
+
     demo = commands.add_parser(
         "demo",
         usage="%(prog)s [-h] [--host HOST] [--port PORT] [--no-simulator] [--timeout S] [SIMULATOR ARGS ...]",
@@ -156,6 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the API's /healthz (default: %(default)s)",
     )
     demo.set_defaults(run=_demo, passthrough=True)
+
+    quotas = commands.add_parser(
+        "quotas",
+        help="import or list the managers' monthly quotas",
+        description="Quotas per manager per month (for quota and quota_attainment). Changes go to the compacted "
+        "Kafka quotas topic and to Redis, like the API's /api/v1/quotas.",
+        allow_abbrev=False,
+    )
+    quota_actions = quotas.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
+    quota_import = quota_actions.add_parser(
+        "import",
+        help="set every quota of a CSV file, all or nothing",
+        description=f"Set every quota of a CSV file with the header {CSV_HEADER} (columns in any order): amount a "
+        "decimal >= 0 with at most 4 decimal places, month YYYY-MM. If any line is bad, every bad line is "
+        "reported and nothing is written. Quotas not in the file are left as they are.",
+        allow_abbrev=False,
+    )
+    quota_import.add_argument("file", metavar="FILE.csv", help="the CSV file ('-' reads standard input)")
+    quota_import.set_defaults(run=_quotas_import)
+    quota_list = quota_actions.add_parser(
+        "list",
+        help="print the quotas of a month",
+        description="Print every manager's quota for a month, and the total, from Redis.",
+        allow_abbrev=False,
+    )
+    quota_list.add_argument("--month", help="local month YYYY-MM (default: the current month)")
+    quota_list.add_argument("--csv", action="store_true", help=f"print CSV ({CSV_HEADER}) that 'import' reads back")
+    quota_list.set_defaults(run=_quotas_list)
     return parser
 
 
@@ -243,6 +298,94 @@ def _exec(argv: list[str], env: dict[str, str]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)
+
+
+# -- quotas --
+
+
+def _quotas_import(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{PROG}: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        quotas = parse_quota_csv(text)
+    except QuotaCsvError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {args.file}:{problem.line}: {problem.reason}", file=sys.stderr)
+        return 1
+    return asyncio.run(_write_quotas(localinfra.client_settings(settings), quotas))
+
+
+async def _write_quotas(settings: Settings, quotas: list[Quota]) -> int:
+    # Imported here: only this command needs the Kafka and Redis clients.
+    from redis.exceptions import RedisError
+
+    from services.quota_store import QuotaLogUnavailable, QuotaWriter
+    from services.quotas import QuotaChange
+    from services.redis import redis_client
+
+    redis = redis_client(settings)
+    writer = QuotaWriter(settings, redis)
+    try:
+        await writer.write([QuotaChange.set(quota) for quota in quotas])
+    except QuotaLogUnavailable as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"{PROG}: Redis at {settings.redis.url} is unavailable ({exc}); import again", file=sys.stderr)
+        return 1
+    finally:
+        await writer.close()
+        await redis.aclose()
+    months = sorted({quota.month for quota in quotas})
+    print(f"imported {len(quotas)} quota(s) for {', '.join(months)}")
+    return 0
+
+
+def _quotas_list(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
+    if args.month is None:
+        today = datetime.now(UTC).astimezone(settings.business.zone).date()
+        month = f"{today.year:04d}-{today.month:02d}"
+    else:
+        try:
+            month = parse_month(args.month)
+        except InvalidQuota as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 2
+    return asyncio.run(_print_quotas(localinfra.client_settings(settings), month, as_csv=args.csv))
+
+
+async def _print_quotas(settings: Settings, month: str, *, as_csv: bool) -> int:
+    from redis.exceptions import RedisError
+
+    from services.quota_store import list_month_quotas
+    from services.redis import redis_client
+    from services.topics import RedisKeys
+
+    redis = redis_client(settings)
+    try:
+        quotas = await list_month_quotas(redis, RedisKeys.from_settings(settings), month)
+    except RedisError as exc:
+        print(f"{PROG}: Redis at {settings.redis.url} is unavailable ({exc})", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    if as_csv:
+        sys.stdout.write(format_quota_csv(quotas))
+        return 0
+    if not quotas:
+        print(f"no quotas for {month}")
+        return 0
+    width = max(len("manager_id"), *(len(quota.manager_id) for quota in quotas))
+    print(f"{'manager_id':<{width}}  amount ({settings.business.currency}), {month}")
+    for quota in quotas:
+        print(f"{quota.manager_id:<{width}}  {quota.amount:>20,}")
+    total = sum(quota.amount for quota in quotas)
+    print(f"{'total':<{width}}  {total:>20,}  ({len(quotas)} manager(s))")
+    return 0
 
 
 # -- demo --

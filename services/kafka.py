@@ -82,13 +82,39 @@ async def ensure_topics(
     return created
 
 
+async def partition_ids(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of a topic, sorted; none when it does not exist."""
+    client = admin(settings)
+    await client.start()
+    try:
+        described = await client.describe_topics([topic])
+    finally:
+        await client.close()
+    return sorted(p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"])
+
+
 KEEP_FOREVER = {"retention.ms": "-1"}
 """Topic config of the event log and the dead letters: Kafka is the source of truth, keep them."""
 
 
+COMPACTED = {"cleanup.policy": "compact"}
+"""Topic config of the quotas: the latest record per key is kept forever, a tombstone deletes it."""
+
+QUOTAS_PARTITIONS = 1
+"""Quota changes are few; one partition keeps them in one order (their offsets decide which write is newer)."""
+
+
+async def ensure_quotas_topic(settings: Settings) -> list[str]:
+    """Create the compacted quotas topic if missing (before anything produces to it, so it is never
+    auto-created with the broker's delete policy, which would drop quotas after the retention)."""
+    return await ensure_topics(settings, [Topics.from_settings(settings).quotas], QUOTAS_PARTITIONS, COMPACTED)
+
+
 async def ensure_product_topics(settings: Settings) -> list[str]:
-    """Create the product's topics if missing: events and dead letters kept forever, KPI updates."""
+    """Create the product's topics if missing: events and dead letters kept forever, KPI updates,
+    and the compacted quotas topic."""
     topics = Topics.from_settings(settings)
     created = await ensure_topics(settings, [topics.events, topics.dlq], settings.kafka.partitions, KEEP_FOREVER)
     created += await ensure_topics(settings, [topics.kpi_updates], settings.kafka.partitions)
+    created += await ensure_quotas_topic(settings)
     return created

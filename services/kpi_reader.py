@@ -10,7 +10,7 @@ Derivation (measures -> KPI values) stays pure, in ``services.kpis``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from services.kpis.comparison import NUMERIC_KPIS, ranking_key
-from services.kpis.measures import KpiValues, Measures, decode_hash, derive_kpis, sum_measures
+from services.kpis.measures import KpiValues, Measures, decode_hash, derive_kpis, sum_measures, with_quota
 from services.kpis.periods import Period, day_key, month_key
+from services.kpis.windows import Window
 from services.topics import RedisKeys, scope_token
 
 NO_CHANGE_SEQ = "0-0"
@@ -52,6 +53,38 @@ async def read_period_measures(redis: Redis, keys: RedisKeys, scope: str, period
     """The measures of one scope over one period: the sum of its day and month bucket hashes."""
     (measures,) = await read_period_measures_many(redis, keys, [(scope, period)])
     return measures
+
+
+@dataclass(frozen=True)
+class WindowMeasures:
+    """The summed measures of rolling-window requests, and the watermark of the same cut."""
+
+    measures: list[Measures]
+    watermark_us: int | None
+    """Highest accepted occurred_at (epoch microseconds) when read; None before the first event."""
+
+
+async def read_window_measures_many(
+    redis: Redis, keys: RedisKeys, requests: Sequence[tuple[str, Window]]
+) -> WindowMeasures:
+    """The summed measures of each (scope token, rolling window) request, in request order: the sum
+    of the window's UTC-day, hour and minute bucket hashes (``Window.buckets()``). The watermark is
+    read in the same transaction, so the caller can tell whether the buckets were all still kept."""
+    plan: list[int] = []
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.watermark)
+        for scope, window in requests:
+            buckets = window.buckets()
+            for granularity, label in buckets:
+                pipe.hgetall(keys.bucket(scope, granularity, label))
+            plan.append(len(buckets))
+        watermark, *raw = await pipe.execute()
+    results: list[Measures] = []
+    position = 0
+    for count in plan:
+        results.append(sum_measures(decode_hash(part) for part in raw[position : position + count]))
+        position += count
+    return WindowMeasures(results, int(watermark) if watermark is not None else None)
 
 
 async def read_current_measures(redis: Redis, keys: RedisKeys, scope: str) -> Measures:
@@ -128,11 +161,13 @@ async def read_leaderboard(
     sort: str = "revenue",
     team_id: str | None = None,
     limit: int | None = None,
+    quotas: Mapping[str, int] | None = None,
 ) -> list[LeaderboardRow]:
     """Managers (all, or a team's) ranked by one KPI over a period, best first.
 
     A manager's figures are the manager scope's (every event attributed to them), also when
     the ranking is restricted to a team. Undefined ratios rank last; ties go by manager id.
+    ``quotas`` (a month's quotas by manager, money units) adds quota and quota_attainment.
     """
     if sort not in NUMERIC_KPIS:
         raise ValueError(f"cannot rank by {sort!r}; choose one of {list(NUMERIC_KPIS)}")
@@ -141,6 +176,8 @@ async def read_leaderboard(
         redis, keys, [(scope_token("manager", manager), period) for manager in managers]
     )
     scored = [(manager, derive_kpis(values)) for manager, values in zip(managers, measures, strict=True)]
+    if quotas is not None:
+        scored = [(manager, with_quota(kpis, quotas.get(manager))) for manager, kpis in scored]
     # Managers come sorted by id and the sort is stable (also reversed), so ties stay in id order.
     scored.sort(key=lambda row: ranking_key(row[1], sort), reverse=True)
     rows = [LeaderboardRow(rank=i, manager_id=manager, kpis=kpis) for i, (manager, kpis) in enumerate(scored, 1)]

@@ -37,6 +37,7 @@ class KafkaSettings(_Section):
     events_topic: str = "crm.events"
     dlq_topic: str = "crm.events.dlq"
     updates_topic: str = "kpi.updates"
+    quotas_topic: str = Field("crm.quotas", description="compacted log of quota changes (key manager_id|YYYY-MM)")
     partitions: int = Field(4, ge=1, description="partitions of crm.events (and of the worker's topics)")
     consumer_group: str = "crm-pulse-worker"
 
@@ -116,6 +117,53 @@ class WorkerSettings(_Section):
     deal_cache_size: int = Field(200_000, ge=0)
 
 
+def minimum_month_months(history_retention_days: int, day_margin_days: int) -> int:
+    """The fewest local months to keep so that no acceptable event's month bucket ever expires.
+
+    The oldest acceptable event is ``history_retention_days`` before the watermark (plus the day
+    margin, for a watermark that moved on during a batch); the k - 1 whole months before the
+    watermark's month span at least 30 (k - 1) - 3 days, so k - 1 >= (days + 3) / 30 suffices.
+    """
+    days = history_retention_days + day_margin_days
+    return -(-(days + 3) // 30) + 1
+
+
+class RetentionSettings(_Section):
+    """How much event time (behind the watermark) the state keeps; see services/kpis/retention.py."""
+
+    day_margin_days: int = Field(
+        7, ge=0, description="local-day buckets are kept for business.history_retention_days plus this"
+    )
+    month_months: int = Field(26, ge=2, description="local-month buckets kept, the watermark's month included")
+    utcday_days: int = Field(62, ge=1, description="UTC-day buckets (rolling windows) kept")
+    hour_days: int = Field(62, ge=1, description="hour buckets (rolling windows) kept")
+    minute_days: int = Field(62, ge=1, description="minute buckets (rolling windows) kept")
+    deal_margin_days: int = Field(
+        7, ge=0, description="histories of deals not in the open pipeline: history retention plus this"
+    )
+    sweep_interval_s: float = Field(60.0, gt=0, description="how often a worker tries to sweep expired state")
+    sweep_lock_s: float = Field(120.0, gt=0, description="expiry of the sweeper lock (renewed while sweeping)")
+    sweep_batch: int = Field(1000, ge=1, description="keys deleted per atomic sweep step")
+
+
+class AlertsSettings(_Section):
+    """The alerts worker (``python -m alerts.worker``); rules, routes and receivers live in ``config_file``."""
+
+    config_file: str = Field("", description="YAML file of rules, route tree and receivers (docs/alerts.md); '' = none")
+    outbox_topic: str = Field("alerts.outbox", description="durable outbox: one record per notification to send")
+    consumer_group: str = Field("crm-pulse-alerts", description="prefix of the alerts consumer groups")
+    evaluation_interval_s: float = Field(
+        1.0, gt=0, description="how often pending periods, active hours and groups are checked"
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, description="Prometheus metrics of the alerts worker (0 = off)")
+    retry_initial_s: float = Field(0.5, gt=0, description="first back-off of a failed send (doubles each time)")
+    retry_max_s: float = Field(60.0, gt=0, description="longest back-off between two attempts of a send")
+    send_timeout_s: float = Field(10.0, gt=0, description="how long one attempt to reach a receiver may take")
+    sent_ttl_days: int = Field(14, ge=1, description="how long the ids of sent notifications are kept (dedupe)")
+    history_maxlen: int = Field(100_000, ge=100, description="entries kept in the alert history stream (approx.)")
+
+
 class LocalInfraSettings(_Section):
     data_dir: Path = Field(
         Path(".local"), description="where the local Kafka and Redis keep data and logs (relative: to the project root)"
@@ -148,7 +196,21 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     business: BusinessSettings = Field(default_factory=BusinessSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     local: LocalInfraSettings = Field(default_factory=LocalInfraSettings)
+
+    @model_validator(mode="after")
+    def _months_cover_history(self) -> Settings:
+        # Month buckets must outlive every event the too_old check still accepts.
+        needed = minimum_month_months(self.business.history_retention_days, self.retention.day_margin_days)
+        if self.retention.month_months < needed:
+            raise ValueError(
+                f"retention.month_months = {self.retention.month_months} does not cover "
+                f"business.history_retention_days = {self.business.history_retention_days} "
+                f"(+ retention.day_margin_days = {self.retention.day_margin_days}): keep at least {needed} months"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

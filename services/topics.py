@@ -14,6 +14,9 @@ from services.settings import Settings
 
 ScopeKind = Literal["manager", "team", "company"]
 Granularity = Literal["day", "month"]
+"""Local calendar buckets (business time zone): what calendar periods and the change feed use."""
+BucketGranularity = Literal["day", "month", "utcday", "hour", "minute"]
+"""Every kind of KPI bucket: the local day and month, and the UTC day, hour and minute of rolling windows."""
 
 SCOPE_CODES: dict[ScopeKind, str] = {"manager": "m", "team": "t", "company": "c"}
 COMPANY_ID = "all"
@@ -55,8 +58,28 @@ class RedisKeys:
         return cls(prefix=settings.redis.key_prefix)
 
     # -- KPI buckets: hash of additive measures (field = measure, value = integer) --
-    def bucket(self, scope: str, granularity: Granularity, bucket: str) -> str:
+    def bucket(self, scope: str, granularity: BucketGranularity, bucket: str) -> str:
         return f"{self.prefix}:kpi:{granularity}:{bucket}:{scope}"
+
+    # -- retention: time indexes of what expires, and the sweeper --
+    def bucket_index(self, granularity: BucketGranularity) -> str:
+        """Sorted set of the bucket keys of one granularity, scored by the bucket's end (epoch seconds)."""
+        return f"{self.prefix}:idx:{granularity}"
+
+    @property
+    def deal_index(self) -> str:
+        """Sorted set of the keys of deal histories not in the open pipeline, scored by their latest event."""
+        return f"{self.prefix}:idx:deal"
+
+    @property
+    def sweeper_lock(self) -> str:
+        """Held (with an expiry) by the one worker sweeping expired state."""
+        return f"{self.prefix}:sweeper:lock"
+
+    @property
+    def sweeper_status(self) -> str:
+        """Hash describing the last sweep: when, the watermark it used, what it deleted."""
+        return f"{self.prefix}:sweeper:status"
 
     # -- current state (open pipeline): hash of additive measures per scope --
     def current(self, scope: str) -> str:
@@ -136,3 +159,83 @@ class RedisKeys:
     def relay_lease(self) -> str:
         """Which worker relays the change feed to Kafka now (expiring lease)."""
         return f"{self.prefix}:relay:lease"
+
+
+@dataclass(frozen=True)
+class AlertNames:
+    """The alerting wire contract: its Kafka topic and Redis keys (docs/alerts.md describes each value).
+
+    Written by the alerts worker (``python -m alerts.worker``) except where a key says otherwise;
+    the dashboard API reads them (history, active alerts) and writes rules, silences and
+    acknowledgements, which the worker picks up at its next evaluation.
+    """
+
+    prefix: str
+    outbox_topic: str
+    """Kafka: one record per notification to send; key = receiver name, value = the notification JSON."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertNames:
+        return cls(prefix=f"{settings.redis.key_prefix}:alerts", outbox_topic=settings.alerts.outbox_topic)
+
+    # -- configuration written over the API (JSON values, validated by services.schemas.alerts) --
+    @property
+    def rules(self) -> str:
+        """Hash rule id -> rule JSON: rules managed over the API (the YAML file's rules are not here)."""
+        return f"{self.prefix}:rules"
+
+    @property
+    def silences(self) -> str:
+        """Hash silence id -> silence JSON."""
+        return f"{self.prefix}:silences"
+
+    @property
+    def acks(self) -> str:
+        """Hash alert fingerprint -> acknowledgement JSON (bound to one firing episode)."""
+        return f"{self.prefix}:acks"
+
+    # -- worker state, committed atomically by the worker's script --
+    @property
+    def offsets(self) -> str:
+        """Hash ``topic:partition`` -> next kpi.updates offset to evaluate."""
+        return f"{self.prefix}:offsets"
+
+    @property
+    def series(self) -> str:
+        """Hash ``rule_id|scope`` -> series state JSON (ok, pending, firing, resolved)."""
+        return f"{self.prefix}:series"
+
+    @property
+    def groups(self) -> str:
+        """Hash group key -> aggregation group JSON (alerts, next flush, what was notified)."""
+        return f"{self.prefix}:groups"
+
+    @property
+    def active(self) -> str:
+        """Hash alert fingerprint -> alert JSON of every pending or firing alert."""
+        return f"{self.prefix}:active"
+
+    @property
+    def lease(self) -> str:
+        """Which alerts worker evaluates now (expiring lease; a second worker waits)."""
+        return f"{self.prefix}:lease"
+
+    # -- history and the outbox --
+    @property
+    def history(self) -> str:
+        """Stream of every state change and every notification sent or failed (field ``data``, JSON)."""
+        return f"{self.prefix}:history"
+
+    @property
+    def pending_outbox(self) -> str:
+        """Stream of notifications committed with the state, copied to the outbox topic by the worker."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def outbox_cursor(self) -> str:
+        """Id of the last pending-outbox entry copied to the outbox topic."""
+        return f"{self.prefix}:outbox:cursor"
+
+    def sent(self, receiver: str, notification_id: str) -> str:
+        """Present once this notification reached this receiver (dedupe of redeliveries)."""
+        return f"{self.prefix}:sent:{receiver}:{notification_id}"

@@ -6,6 +6,9 @@ per-message path) and drives the same batch processor as the live worker, so it 
 the same numbers. The state records the offsets it reached, so a worker started afterwards
 carries on from there. Stop the workers first: a running worker would only resume after the
 replay finishes anyway (its commits are fenced by the offsets), but it wastes the work.
+
+Quotas are configuration, not events: after wiping, replay restores them from the compacted
+quotas topic (read to its end, the last record of each key wins).
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from services import kafka
+from services.quota_store import restore_quotas
 from services.settings import Settings, load_settings
 from services.topics import RedisKeys
-from streams.processor import BatchProcessor, DeadLetter, RawRecord
+from streams.dead_letters import KafkaDeadLetters
+from streams.processor import BatchProcessor, RawRecord
 from streams.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -95,11 +99,11 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 500
     keys = RedisKeys.from_settings(settings)
     store = StateStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
 
-    async def no_dead_letters(letters: Sequence[DeadLetter]) -> None:
-        # The live worker already sent these to the dead-letter topic; replay does not send them again.
-        return None
-
-    processor = BatchProcessor(settings, store, no_dead_letters)
+    # Rejects are sent to the dead-letter topic again (same key = source position, so consumers
+    # drop repeats): records a worker never saw (an import) must not vanish.
+    producer = kafka.producer(settings, acks="all")
+    await producer.start()
+    processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
@@ -112,6 +116,8 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 500
         if wipe:
             removed = await wipe_state(redis, keys)
             log.info("removed %d keys of prefix %s", removed, keys.prefix)
+        restored = await restore_quotas(settings, redis)
+        log.info("restored %d quotas from topic %s", restored, settings.kafka.quotas_topic)
         tps = await topic_partitions(settings, settings.kafka.events_topic)
         if not tps:
             log.warning("topic %s has no partitions: nothing to replay", settings.kafka.events_topic)
@@ -155,6 +161,7 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 500
         return read
     finally:
         await consumer.stop()
+        await producer.stop()
         await redis.aclose()
 
 

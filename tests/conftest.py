@@ -107,7 +107,8 @@ def infra() -> Iterator[Infra]:
 def make_settings(infra: Infra) -> Callable[..., Settings]:
     """A factory of settings for the test servers, each call with fresh names.
 
-    Every call gives new topics (``crm.events.<id>``, ``crm.events.dlq.<id>``, ``kpi.updates.<id>``),
+    Every call gives new topics (``crm.events.<id>``, ``crm.events.dlq.<id>``, ``kpi.updates.<id>``,
+    ``crm.quotas.<id>``),
     a new consumer group and a new Redis key prefix, so tests never see each other's data.
     Keyword arguments replace fields per section: ``make_settings(kafka={"partitions": 2})``.
     """
@@ -119,6 +120,7 @@ def make_settings(infra: Infra) -> Callable[..., Settings]:
                 "events_topic": f"crm.events.{unique}",
                 "dlq_topic": f"crm.events.dlq.{unique}",
                 "updates_topic": f"kpi.updates.{unique}",
+                "quotas_topic": f"crm.quotas.{unique}",
                 "consumer_group": f"crm-pulse-test-{unique}",
             },
             redis={"key_prefix": f"test-{unique}"},

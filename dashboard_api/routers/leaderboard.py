@@ -10,6 +10,8 @@ from dashboard_api.dependencies import KeysDep, PeriodDep, RedisDep, SettingsDep
 from dashboard_api.models import ErrorDetail, Leaderboard, PeriodInfo
 from services.kpi_reader import read_leaderboard, team_exists
 from services.kpis.comparison import NUMERIC_KPIS
+from services.kpis.periods import PeriodKind
+from services.quota_store import read_month_quotas
 
 router = APIRouter(tags=["leaderboard"])
 
@@ -40,6 +42,8 @@ async def read_manager_leaderboard(
 
     A manager's figures are those of the manager scope (all events attributed to them), also
     when the ranking is restricted to a team. Undefined ratios rank last; ties go by manager id.
+    Month periods include each manager's quota and quota_attainment (rank by it with
+    `sort=quota_attainment`); other periods have them null.
     """
     if sort not in NUMERIC_KPIS:
         raise HTTPException(
@@ -50,7 +54,8 @@ async def read_manager_leaderboard(
             status.HTTP_404_NOT_FOUND,
             detail=f"unknown team {team_id!r}: no event has carried it; GET /api/v1/teams lists the known teams",
         )
-    rows = await read_leaderboard(redis, keys, period, sort=sort, team_id=team_id, limit=limit)
+    quotas = await read_month_quotas(redis, keys, period.label) if period.kind is PeriodKind.MONTH else None
+    rows = await read_leaderboard(redis, keys, period, sort=sort, team_id=team_id, limit=limit, quotas=quotas)
     return Leaderboard(
         period=PeriodInfo.of(period), team_id=team_id, sort=sort, currency=settings.business.currency, rows=rows
     )

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 from pydantic import BaseModel, Field
 
-from services.schemas.events import MONEY_SCALE, units_to_decimal
+from services.schemas.events import MONEY_SCALE, amount_units, units_to_decimal
 
 Measures = dict[str, int]
 """One bucket's additive measures: field name -> integer."""
@@ -149,6 +149,10 @@ class KpiValues(BaseModel):
     repeat_deals: int = 0
     repeat_revenue: Decimal = Decimal(0)
     new_customers: int = 0
+    quota: Decimal | None = Field(
+        None, description="month periods: the scope's quota for the month (see docs/kpis.md); null otherwise"
+    )
+    quota_attainment: Decimal | None = Field(None, description="revenue / quota; null without a quota or when it is 0")
 
 
 def derive_kpis(measures: Mapping[str, int]) -> KpiValues:
@@ -189,6 +193,19 @@ def derive_kpis(measures: Mapping[str, int]) -> KpiValues:
         repeat_deals=get(REPEAT_DEALS, 0),
         repeat_revenue=units_to_decimal(get(REPEAT_REVENUE, 0)),
         new_customers=get(NEW_CUSTOMERS, 0),
+    )
+
+
+def with_quota(kpis: KpiValues, quota_units: int | None) -> KpiValues:
+    """The KPIs with a month's quota (money units) and its attainment, revenue / quota; without a
+    quota both are None, and so is the attainment of a quota of 0."""
+    if quota_units is None:
+        return kpis.model_copy(update={"quota": None, "quota_attainment": None})
+    return kpis.model_copy(
+        update={
+            "quota": units_to_decimal(quota_units),
+            "quota_attainment": ratio(amount_units(kpis.revenue), quota_units),
+        }
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,9 @@ SUBCOMMANDS = [
     ["simulate"],
     ["replay"],
     ["demo"],
+    ["quotas"],
+    ["quotas", "import"],
+    ["quotas", "list"],
 ]
 
 
@@ -110,3 +114,26 @@ def test_the_cli_imports_no_component_package() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_bad_quota_csv_is_reported_by_line_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_file = tmp_path / "quotas.csv"
+    csv_file.write_text("manager_id,month,amount\nann,2026-11,100\nbob,2026-13,5\ncarl,2026-11,-1\n")
+    # The file is refused before any server is contacted (none runs in unit tests).
+    assert cli.main(["quotas", "import", str(csv_file)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was imported" in err
+    assert f"{csv_file}:3: month '2026-13' is not a month" in err
+    assert f"{csv_file}:4: amount -1 is negative" in err
+
+
+def test_quota_import_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["quotas", "import", str(tmp_path / "absent.csv")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_quota_list_refuses_a_bad_month(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["quotas", "list", "--month", "2026-11-01"]) == 2
+    assert "YYYY-MM" in capsys.readouterr().err

@@ -28,6 +28,8 @@ def test_numeric_kpis_are_the_scalar_fields() -> None:
         "repeat_deals",
         "repeat_revenue",
         "new_customers",
+        "quota",
+        "quota_attainment",
     )
 
 

@@ -1,0 +1,300 @@
+"""Run the alerts worker: ``python -m alerts.worker`` (or ``crm-pulse alerts``).
+
+One process: it evaluates the rules on ``kpi.updates`` and the clock, commits its state to Redis
+atomically with the offsets it reached, relays the notifications to the outbox topic, and runs one
+sender per receiver. Only the holder of a Redis lease evaluates; a second worker waits (standby).
+
+aiokafka rather than faust: the worker assigns itself every partition of kpi.updates and seeks to
+the offsets its state holds (no group rebalances, no faust offset commits to reconcile), and it
+interleaves records with a clock tick in one plain loop. faust would add its per-message cost and
+a web server for nothing here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from alerts import metrics
+from alerts.evaluator import BucketRef, Evaluator, KpiUpdate, current_bucket, previous_bucket, utc_now
+from alerts.outbox import OutboxRelay, ReceiverSender
+from alerts.receivers import deliver
+from alerts.rules import load_config, merge_rules, read_dynamic
+from alerts.store import LEASE_S, AlertStore
+from services.kafka import admin, ensure_topics
+from services.kafka import consumer as kafka_consumer
+from services.kafka import producer as kafka_producer
+from services.kpis.measures import decode_hash
+from services.schemas.alerts import AlertsConfig, Notification, Receiver
+from services.settings import Settings, load_settings
+from services.topics import AlertNames, RedisKeys
+
+log = logging.getLogger("alerts.worker")
+
+OUTBOX_PARTITIONS = 1
+"""Notifications are few; one partition keeps each receiver's in order."""
+
+
+class AlertsWorker:
+    """The evaluation loop and its helpers, for one deployment."""
+
+    def __init__(self, settings: Settings, config: AlertsConfig, redis: Redis) -> None:
+        self.settings = settings
+        self.file_config = config
+        self.redis = redis
+        self.names = AlertNames.from_settings(settings)
+        self.keys = RedisKeys.from_settings(settings)
+        self.store = AlertStore(redis, self.names, history_maxlen=settings.alerts.history_maxlen)
+        self.evaluator = Evaluator(settings.business.zone)
+        self.measures: dict[BucketRef, dict[str, int]] = {}
+        self.team_members: dict[str, frozenset[str]] = {}
+
+    async def refresh_config(self) -> None:
+        """The file's configuration with the API's rules, silences and acknowledgements."""
+        api_rules, silences, acks = await read_dynamic(self.redis, self.names)
+        config = merge_rules(self.file_config, api_rules)
+        self.evaluator.configure(config, silences=silences, acks=acks)
+        teams = {rule.scope.team for rule in config.rules if rule.scope.team is not None}
+        members: dict[str, frozenset[str]] = {}
+        for team in sorted(teams):
+            found = await self.redis.smembers(self.keys.team_managers(team))
+            members[team] = frozenset(m.decode() if isinstance(m, bytes) else m for m in found)
+        self.team_members = members
+
+    async def fetch_measures(self, wanted: set[BucketRef]) -> None:
+        missing = sorted(ref for ref in wanted if ref not in self.measures)
+        if not missing:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope, granularity, bucket in missing:
+                pipe.hgetall(self.keys.bucket(scope, granularity, bucket))  # type: ignore[arg-type]
+            rows = await pipe.execute()
+        for ref, raw in zip(missing, rows, strict=True):
+            self.measures[ref] = decode_hash(raw)
+
+    def forget_old_measures(self) -> None:
+        now = utc_now()
+        keep = set()
+        for period in ("day", "month"):
+            bucket = current_bucket(period, now, self.settings.business.zone)
+            keep |= {(period, bucket), (period, previous_bucket(period, bucket))}
+        self.measures = {ref: m for ref, m in self.measures.items() if (ref[1], ref[2]) in keep}
+
+    async def evaluate(self, records: list[tuple[str, int, bytes]], offsets: Mapping[str, int]) -> dict[str, int]:
+        """Evaluate a batch of kpi.updates records and the clock, and commit; the new offsets."""
+        began = time.perf_counter()
+        now = utc_now()
+        updates: list[KpiUpdate] = []
+        new_offsets = dict(offsets)
+        for tp, offset, value in records:
+            new_offsets[tp] = offset + 1
+            try:
+                updates.append(KpiUpdate.parse(value))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skipping malformed kpi.updates record %s@%d: %r", tp, offset, exc)
+        for update in updates:
+            if update.granularity in ("day", "month"):
+                self.measures[(update.scope, update.granularity, update.bucket)] = update.measures
+        await self.fetch_measures(self.evaluator.needed_buckets(updates, now))
+        for update in updates:
+            self.evaluator.apply_update(update, now, self.measures, self.team_members)
+        self.evaluator.tick(now, self.measures)
+        changes = self.evaluator.take_changes()
+        moved = {tp: (offsets.get(tp), new) for tp, new in new_offsets.items() if offsets.get(tp) != new}
+        if changes or moved:
+            await self.store.commit(changes, moved)
+        done = time.time()
+        for update in updates:
+            if update.committed_ms:
+                metrics.EVALUATION_LATENCY.observe(max(0.0, done - update.committed_ms / 1000))
+        metrics.EVALUATION_DURATION.observe(time.perf_counter() - began)
+        rules = self.evaluator.rules
+        metrics.set_firing(
+            (record.rule_id, rules[record.rule_id].severity)
+            for record in self.evaluator.series.values()
+            if record.state.status == "firing" and record.rule_id in rules
+        )
+        for note in changes.notifications:
+            log.info("queued notification %s to %s (%s)", note.id, note.receiver, note.status)
+        return new_offsets
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of a topic (from the broker: a consumer's metadata may not list it yet)."""
+    client = admin(settings)
+    await client.start()
+    try:
+        described = await client.describe_topics([topic])
+    finally:
+        await client.close()
+    found = sorted(int(part["partition"]) for entry in described for part in entry.get("partitions", []))
+    if not found:
+        raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+    return found
+
+
+async def _wait_for_lease(store: AlertStore) -> None:
+    while not await store.hold_lease():
+        log.info("another alerts worker holds the lease; waiting")
+        await asyncio.sleep(LEASE_S / 3)
+
+
+async def run(settings: Settings, config: AlertsConfig) -> None:
+    """Run until cancelled."""
+    names = AlertNames.from_settings(settings)
+    await ensure_topics(settings, [settings.kafka.updates_topic], settings.kafka.partitions)
+    await ensure_topics(settings, [names.outbox_topic], OUTBOX_PARTITIONS)
+    redis = Redis.from_url(settings.redis.url, health_check_interval=10)
+    worker = AlertsWorker(settings, config, redis)
+    await _wait_for_lease(worker.store)
+    series, groups = await worker.store.load()
+    worker.evaluator.series, worker.evaluator.groups = series, groups
+    offsets = await worker.store.offsets()
+    log.info("loaded %d series and %d groups; offsets %s", len(series), len(groups), offsets)
+
+    # No consumer group: the offsets live in Redis with the state (services.kafka.consumer would use a group).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id="crm-pulse-alerts",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = kafka_producer(settings, acks="all")
+    await consumer.start()
+    await producer.start()
+    tasks: list[asyncio.Task[None]] = []
+    senders: list[AIOKafkaConsumer] = []
+    try:
+        partitions = await _partitions(settings, settings.kafka.updates_topic)
+        tps = [TopicPartition(settings.kafka.updates_topic, p) for p in partitions]
+        consumer.assign(tps)
+        for tp in tps:
+            stored = offsets.get(f"{tp.topic}:{tp.partition}")
+            if stored is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, stored)
+        log.info("evaluating %s partitions %s", settings.kafka.updates_topic, partitions)
+        tasks.append(asyncio.create_task(OutboxRelay(redis, names, producer).run()))
+        for receiver in config.receivers:
+            sender_consumer = kafka_consumer(
+                settings,
+                names.outbox_topic,
+                group_id=f"{settings.alerts.consumer_group}.outbox.{receiver.name}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await sender_consumer.start()
+            senders.append(sender_consumer)
+            tasks.append(asyncio.create_task(_sender(settings, redis, names, sender_consumer, receiver).run()))
+        interval = settings.alerts.evaluation_interval_s
+        last_refresh = 0.0
+        while True:
+            for task in tasks:
+                if task.done():
+                    task.result()  # a helper task died: stop (and be restarted) rather than limp on
+            if time.monotonic() - last_refresh >= interval:
+                if not await worker.store.hold_lease():
+                    raise RuntimeError("lost the alerts lease to another worker; stopping")
+                await worker.refresh_config()
+                worker.forget_old_measures()
+                last_refresh = time.monotonic()
+            batches = await consumer.getmany(timeout_ms=int(interval * 1000), max_records=1000)
+            records = [
+                (f"{tp.topic}:{tp.partition}", message.offset, message.value)
+                for tp, messages in batches.items()
+                for message in messages
+                if message.value is not None
+            ]
+            if records:
+                log.debug("evaluating %d kpi.updates records", len(records))
+            offsets = await worker.evaluate(records, offsets)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sender_consumer in senders:
+            await sender_consumer.stop()
+        await consumer.stop()
+        await producer.stop()
+        await worker.store.release_lease()
+        await redis.aclose()
+
+
+def _sender(
+    settings: Settings, redis: Redis, names: AlertNames, consumer: AIOKafkaConsumer, receiver: Receiver
+) -> ReceiverSender:
+    timeout_s = settings.alerts.send_timeout_s
+
+    async def send(target: Receiver, notification: Notification) -> None:
+        await deliver(target, notification, timeout_s=timeout_s)
+
+    return ReceiverSender(
+        redis,
+        names,
+        consumer,
+        receiver,
+        send,
+        retry_initial_s=settings.alerts.retry_initial_s,
+        retry_max_s=settings.alerts.retry_max_s,
+        sent_ttl_s=settings.alerts.sent_ttl_days * 86_400,
+        history_maxlen=settings.alerts.history_maxlen,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crm-pulse alerts",
+        description="Evaluate alert rules on kpi.updates and send notifications (Slack, email, webhook).",
+        epilog="The rules, route tree and receivers come from the YAML file named by --config or "
+        "CRM_PULSE_ALERTS__CONFIG_FILE (see docs/alerts.md); rules, silences and acknowledgements "
+        "can also be written over the API.",
+    )
+    parser.add_argument("--config", default=None, help="YAML file of rules, route and receivers")
+    parser.add_argument("--check", action="store_true", help="validate the configuration, print a summary, exit")
+    parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = args.config or settings.alerts.config_file
+    try:
+        config = load_config(path) if path else AlertsConfig()
+    except Exception as exc:
+        print(f"crm-pulse alerts: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{len(config.rules)} rules, {len(config.receivers)} receivers: configuration is valid")
+        return 0
+    metrics.serve(settings.alerts.metrics_host, settings.alerts.metrics_port)
+
+    async def main_task() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run(settings, config)
+
+    asyncio.run(main_task())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

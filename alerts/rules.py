@@ -8,14 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from alerts.errors import ConfigError
-from services.schemas.alerts import Acknowledgement, AlertsConfig, Rule, Silence
-from services.topics import AlertNames
+from services.schemas.alerts import AlertsConfig, Rule
 
 log = logging.getLogger(__name__)
 
@@ -51,42 +48,3 @@ def merge_rules(config: AlertsConfig, api_rules: Mapping[str, Rule]) -> AlertsCo
     for rule_id in sorted(set(api_rules) & ids):
         log.warning("rule %r is defined in the file and over the API; the file's is used", rule_id)
     return config.model_copy(update={"rules": (*config.rules, *extra)})
-
-
-def _decode_all(raw: Mapping[bytes, bytes], model: type[Any], what: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.decode()
-        try:
-            found[name] = model.model_validate(orjson.loads(value))
-        except (ValidationError, orjson.JSONDecodeError) as exc:
-            log.error("ignoring invalid %s %r in Redis: %s", what, name, exc)
-    return found
-
-
-async def read_dynamic(
-    redis: Redis, names: AlertNames
-) -> tuple[dict[str, Rule], list[Silence], dict[str, Acknowledgement]]:
-    """The rules, silences and acknowledgements written over the API."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(names.rules)
-        pipe.hgetall(names.silences)
-        pipe.hgetall(names.acks)
-        rules_raw, silences_raw, acks_raw = await pipe.execute()
-    rules = _decode_all(rules_raw, Rule, "rule")
-    silences = list(_decode_all(silences_raw, Silence, "silence").values())
-    acks = _decode_all(acks_raw, Acknowledgement, "acknowledgement")
-    return rules, silences, acks
-
-
-async def put_rule(redis: Redis, names: AlertNames, rule: Rule) -> None:
-    """Create or replace an API rule (what the API's CRUD does; the worker sees it at its next tick)."""
-    await redis.hset(names.rules, rule.id, rule.model_dump_json(by_alias=True))
-
-
-async def put_silence(redis: Redis, names: AlertNames, silence: Silence) -> None:
-    await redis.hset(names.silences, silence.id, silence.model_dump_json())
-
-
-async def put_ack(redis: Redis, names: AlertNames, ack: Acknowledgement) -> None:
-    await redis.hset(names.acks, ack.fingerprint, ack.model_dump_json())

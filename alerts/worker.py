@@ -28,8 +28,9 @@ from alerts import metrics
 from alerts.evaluator import BucketRef, Evaluator, KpiUpdate, current_bucket, previous_bucket, utc_now
 from alerts.outbox import OutboxRelay, ReceiverSender
 from alerts.receivers import deliver
-from alerts.rules import load_config, merge_rules, read_dynamic
+from alerts.rules import load_config, merge_rules
 from alerts.store import LEASE_S, AlertStore
+from services.alert_config import read_dynamic
 from services.kafka import admin, ensure_topics
 from services.kafka import consumer as kafka_consumer
 from services.kafka import producer as kafka_producer

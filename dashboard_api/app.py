@@ -20,6 +20,7 @@ from dashboard_api.broadcaster import ChangeBroadcaster
 from dashboard_api.metrics import ApiMetrics
 from dashboard_api.publisher import EventPublisher
 from dashboard_api.routers import (
+    alerts,
     directory,
     display,
     events,
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
 
     for router in (
         kpis.router,
+        alerts.router,
         funnel.router,
         quotas.router,
         leaderboard.router,

@@ -1,0 +1,179 @@
+"""Alerting over HTTP: rules (create, read, update, delete), silences, acknowledgements, the
+alerts pending or firing now, and the history of state changes and notifications.
+
+The alerts worker (``python -m alerts.worker``) evaluates; this router only reads what it
+keeps and writes what it reads at every evaluation tick (docs/alerts.md).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import BaseModel, Field
+
+from dashboard_api.dependencies import NowDep, RedisDep, SettingsDep
+from dashboard_api.models import ErrorDetail
+from services import alert_config
+from services.schemas.alerts import Acknowledgement, Rule, Silence
+from services.topics import AlertNames
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail, "description": "no such item"}}
+RuleIdPath = Annotated[str, Path(min_length=1, max_length=128, description="the rule's id")]
+
+
+def _names(settings: SettingsDep) -> AlertNames:
+    return AlertNames.from_settings(settings)
+
+
+class RuleList(BaseModel):
+    """The rules written over the API (rules of the YAML file are not listed here)."""
+
+    rules: list[Rule]
+
+
+class SilenceList(BaseModel):
+    """Silences written over the API, expired ones included until deleted."""
+
+    silences: list[Silence]
+
+
+class ActiveAlerts(BaseModel):
+    """Alerts pending or firing now, by fingerprint (as the alerts worker keeps them)."""
+
+    alerts: dict[str, dict[str, Any]]
+
+
+class History(BaseModel):
+    """History entries, newest first; pass the last ``id`` as ``before`` for the next page."""
+
+    entries: list[dict[str, Any]]
+
+
+class AckRequest(BaseModel):
+    """Who takes the firing alert, and why."""
+
+    episode: Any = Field(description="the alert's starts_at (from /alerts/active), RFC 3339")
+    by: str = Field("", max_length=200)
+    comment: str = Field("", max_length=2000)
+
+
+@router.get("/rules", summary="List alert rules", description="Rules created over the API.")
+async def list_rules(redis: RedisDep, settings: SettingsDep) -> RuleList:
+    rules, _, _ = await alert_config.read_dynamic(redis, _names(settings))
+    return RuleList(rules=sorted(rules.values(), key=lambda rule: rule.id))
+
+
+@router.get("/rules/{rule_id}", summary="Read an alert rule", description="One rule by id.", responses=NOT_FOUND)
+async def read_rule(rule_id: RuleIdPath, redis: RedisDep, settings: SettingsDep) -> Rule:
+    rules, _, _ = await alert_config.read_dynamic(redis, _names(settings))
+    if rule_id not in rules:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert rule {rule_id!r}")
+    return rules[rule_id]
+
+
+@router.put(
+    "/rules/{rule_id}",
+    summary="Create or replace an alert rule",
+    description="The body is a rule as in docs/alerts.md; its id must equal the path's. "
+    "The alerts worker applies it at its next evaluation tick.",
+)
+async def put_rule(rule_id: RuleIdPath, rule: Rule, redis: RedisDep, settings: SettingsDep) -> Rule:
+    if rule.id != rule_id:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body's id {rule.id!r} is not {rule_id!r}")
+    await alert_config.put_rule(redis, _names(settings), rule)
+    return rule
+
+
+@router.delete(
+    "/rules/{rule_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an alert rule",
+    description="Its alerts resolve at the next evaluation tick.",
+    responses=NOT_FOUND,
+)
+async def delete_rule(rule_id: RuleIdPath, redis: RedisDep, settings: SettingsDep) -> None:
+    if not await alert_config.delete_rule(redis, _names(settings), rule_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert rule {rule_id!r}")
+
+
+@router.get("/silences", summary="List silences", description="Silences written over the API.")
+async def list_silences(redis: RedisDep, settings: SettingsDep) -> SilenceList:
+    _, silences, _ = await alert_config.read_dynamic(redis, _names(settings))
+    return SilenceList(silences=sorted(silences, key=lambda silence: silence.id))
+
+
+@router.put(
+    "/silences/{silence_id}",
+    summary="Create or replace a silence",
+    description="Notifications of alerts whose labels match are held back until it ends "
+    "(or until the alert resolves, for an until-resolved silence).",
+)
+async def put_silence(
+    silence_id: Annotated[str, Path(min_length=1, max_length=128)],
+    silence: Silence,
+    redis: RedisDep,
+    settings: SettingsDep,
+) -> Silence:
+    if silence.id != silence_id:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body's id {silence.id!r} is not {silence_id!r}"
+        )
+    await alert_config.put_silence(redis, _names(settings), silence)
+    return silence
+
+
+@router.delete(
+    "/silences/{silence_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a silence",
+    description="Notifications resume at the next evaluation tick.",
+    responses=NOT_FOUND,
+)
+async def delete_silence(
+    silence_id: Annotated[str, Path(min_length=1, max_length=128)], redis: RedisDep, settings: SettingsDep
+) -> None:
+    if not await alert_config.delete_silence(redis, _names(settings), silence_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no silence {silence_id!r}")
+
+
+@router.get("/active", summary="Alerts pending or firing now", description="As the alerts worker keeps them.")
+async def active_alerts(redis: RedisDep, settings: SettingsDep) -> ActiveAlerts:
+    return ActiveAlerts(alerts=await alert_config.read_active(redis, _names(settings)))
+
+
+@router.post(
+    "/active/{fingerprint}/ack",
+    summary="Acknowledge a firing alert",
+    description="Its repeats stop for this firing episode; its resolution is still notified.",
+    responses=NOT_FOUND,
+)
+async def acknowledge(
+    fingerprint: Annotated[str, Path(min_length=1, max_length=200)],
+    body: AckRequest,
+    redis: RedisDep,
+    settings: SettingsDep,
+    now: NowDep,
+) -> Acknowledgement:
+    names = _names(settings)
+    if fingerprint not in await alert_config.read_active(redis, names):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {fingerprint!r} is pending or firing")
+    ack = Acknowledgement(fingerprint=fingerprint, episode=body.episode, by=body.by, at=now, comment=body.comment)
+    await alert_config.put_ack(redis, names, ack)
+    return ack
+
+
+@router.get(
+    "/history",
+    summary="Alert history",
+    description="Every state change and every notification sent or failed, newest first.",
+)
+async def history(
+    redis: RedisDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[str | None, Query(description="entry id to page before", pattern=r"^\d+-\d+$")] = None,
+) -> History:
+    return History(entries=await alert_config.read_history(redis, _names(settings), count=limit, before=before))

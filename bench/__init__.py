@@ -1,0 +1,1 @@
+"""Benchmarks run on demand (see bench/README.md); each is a runnable module with ``--help``."""

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -230,8 +231,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _no_floats(data: Any) -> bool:
+    """True when no event field (top level of an object, or of each object of an array) is a float."""
+    if isinstance(data, dict):
+        return not any(type(value) is float for value in data.values())
+    if isinstance(data, list):
+        return all(isinstance(item, dict) and _no_floats(item) for item in data)
+    return False
+
+
 def decode_json(raw: bytes | str) -> Any:
-    """Decode UTF-8 JSON exactly: numbers with a fraction become Decimal, NaN/Infinity fail."""
+    """Decode UTF-8 JSON exactly: numbers with a fraction become Decimal, NaN/Infinity fail.
+
+    orjson decodes first (fast); whenever it fails or meets a number with a fraction where an
+    event field could hold it, the exact standard decoder decides, so results never differ.
+    """
+    try:
+        fast = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if _no_floats(fast):
+            return fast
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
         return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)

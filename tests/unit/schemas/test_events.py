@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.schemas.events import (
     DealCreatedEvent,
@@ -15,6 +17,7 @@ from services.schemas.events import (
     RejectCode,
     ValidationPolicy,
     canonical_json,
+    decode_json,
     validate_event,
 )
 from services.schemas.export import event_json_schema
@@ -174,3 +177,21 @@ def test_json_schema_names_every_event_type() -> None:
         "deal_won",
         "deal_lost",
     }
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+
+
+@given(st.dictionaries(st.text(max_size=10), _scalars, max_size=8))
+def test_fast_decoding_equals_the_exact_decoder(event: dict[str, Any]) -> None:
+    raw = json.dumps(event).encode()
+    exact = json.loads(raw, parse_float=Decimal)
+    decoded = decode_json(raw)
+    assert decoded == exact
+    assert [type(v) for v in decoded.values()] == [type(v) for v in exact.values()]

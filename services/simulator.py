@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     org.add_argument("--seed", type=int, default=1, help="same seed and options, same records (default 1)")
     org.add_argument("--managers", type=int, default=12, help="sales managers in total (default 12)")
     org.add_argument("--teams", type=int, default=3, help="teams the managers are spread over (default 3)")
+    org.add_argument(
+        "--activity",
+        type=float,
+        default=1.0,
+        help="scales each manager's calls and meetings per day, in (0, 1] (default 1; less for long histories)",
+    )
 
     faults = parser.add_argument_group("test-data faults (fractions of records)")
     faults.add_argument("--duplicates", type=_fraction, default=0.0, help="byte-identical re-sends of earlier records")
@@ -221,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.business,
             teams=args.teams,
             managers=args.managers,
+            activity=args.activity,
             duplicates=args.duplicates,
             out_of_order=args.out_of_order,
             malformed=args.malformed,

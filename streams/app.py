@@ -22,6 +22,7 @@ from services.topics import RedisKeys
 from streams.dead_letters import dead_letter_headers, dead_letter_key
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
 from streams.store import StateStore
+from streams.sweeper import RetentionSweeper
 from streams.updates_relay import UpdatesRelay
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,18 @@ def create_app(settings: Settings) -> faust.App:
                 await future
 
         await UpdatesRelay(redis, RedisKeys.from_settings(settings), send).run()
+
+    sweeper: list[RetentionSweeper] = []
+
+    @app.timer(interval=settings.retention.sweep_interval_s)  # type: ignore[untyped-decorator]
+    async def sweep_expired_state() -> None:
+        # Every worker ticks; the sweeper lock lets one at a time do the work.
+        if not sweeper:
+            sweeper.append(RetentionSweeper.from_settings(runtime.processor.store.redis, settings))
+        try:
+            await sweeper[0].sweep()
+        except Exception:  # retried at the next tick; a failed sweep must not stop the worker
+            log.exception("retention sweep failed")
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def resume_from_state(sender: Any, assigned: set[Any], **_: Any) -> None:

@@ -63,15 +63,18 @@ for _, key in ipairs(claims) do
   redis.call('SET', key, '1', 'EX', ttl)
 end
 
--- increments: n_keys, (key, n_fields, (field, delta)*)*; a field that reaches 0 is removed
-n = tonumber(nxt())
-for _ = 1, n do
-  local key = nxt()
-  local nf = tonumber(nxt())
-  for _ = 1, nf do
-    local field, delta = nxt(), nxt()
-    if redis.call('HINCRBY', key, field, delta) == 0 then
-      redis.call('HDEL', key, field)
+-- increments: one JSON array of [key, time index key or '', score or '', [field, delta, field, delta, ...]];
+-- a field that reaches 0 is removed. A bucket key goes into its granularity's time index (a sorted
+-- set scored by the bucket's end) in the same atomic step, so the sweeper finds expired buckets
+-- without a SCAN. Deltas are decimal strings (a Lua number would round beyond 2^53).
+for _, item in ipairs(cjson.decode(nxt())) do
+  local key, index_key, fields = item[1], item[2], item[4]
+  if index_key ~= '' then
+    redis.call('ZADD', index_key, item[3], key)
+  end
+  for f = 1, #fields, 2 do
+    if redis.call('HINCRBY', key, fields[f], fields[f + 1]) == 0 then
+      redis.call('HDEL', key, fields[f])
     end
   end
 end
@@ -84,6 +87,19 @@ for _ = 1, n do
     redis.call('DEL', key)
   else
     redis.call('SET', key, value)
+  end
+end
+
+-- deal index: key, n, (deal key, score or '')*: a deal outside the open pipeline is scored by its
+-- latest event (the sweeper forgets it once that is older than the retention); an open one is removed
+local deal_index = nxt()
+n = tonumber(nxt())
+for _ = 1, n do
+  local key, score = nxt(), nxt()
+  if score == '' then
+    redis.call('ZREM', deal_index, key)
+  else
+    redis.call('ZADD', deal_index, score, key)
   end
 end
 
@@ -110,7 +126,8 @@ if watermark ~= '' then
   end
 end
 
--- change feed: stream key, maxlen, produced_ms, n, (key, scope, granularity, bucket)*
+-- change feed: stream key, maxlen, produced_ms, n, (key, scope, granularity, bucket)*: the local day
+-- and month buckets and current state only (store.py leaves out the rolling-window buckets)
 local stream_key, maxlen, produced_ms = nxt(), nxt(), nxt()
 n = tonumber(nxt())
 if n == 0 then

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.kpis.contributions import (
+    CURRENT,
     Calendar,
     Contributions,
     DealEvent,
@@ -26,6 +27,7 @@ from services.kpis.contributions import (
     subtract_into,
     to_us,
 )
+from services.kpis.retention import RetentionPolicy, deal_end_s
 from services.schemas.events import (
     DEAL_EVENT_MODELS,
     CrmEvent,
@@ -100,6 +102,7 @@ class BatchProcessor:
     def __init__(self, settings: Settings, store: StateStore, dead_letters: DeadLetterSink) -> None:
         self.policy = ValidationPolicy.from_settings(settings.business)
         self.calendar = Calendar(settings.business.zone)
+        self.retention = RetentionPolicy.from_settings(settings)
         self.store = store
         self.keys: RedisKeys = store.keys
         self.dead_letters = dead_letters
@@ -180,6 +183,7 @@ class BatchProcessor:
             produced_ms=produced_ms,
         )
         new_histories = await self._contributions(accepted, commit)
+        self._index_buckets(commit, to_us(watermark) if watermark is not None else None)
         stats["processed"] = result.accepted
         stats["duplicates"] = result.duplicates
         for code, count in result.rejected_by_code.items():
@@ -195,6 +199,32 @@ class BatchProcessor:
             self.deal_cache.remember(deal_id, known)
         return result
 
+    def _index_buckets(self, commit: Commit, watermark_us: int | None) -> None:
+        """Note the end of every bucket the commit touches (the sweeper's time index), and drop the
+        deltas of buckets already past their retention.
+
+        A delta can fall in an expired bucket: a late event, still within the history retention, in
+        a minute, hour or UTC day older than their retention (62 days), or a late deal_created that
+        changes the lead source of one of the deal's wins years back. Writing it would recreate a
+        bucket holding a fragment; nothing reads it (rolling windows are refused before their
+        horizon, see RetentionPolicy.window_horizon_s, and local-day and month buckets expire only
+        when every event they could hold is too old), so it is not written at all.
+        """
+        ends = commit.bucket_ends
+        for granularity, bucket in {(key[1], key[2]) for key in commit.contributions}:
+            if granularity != CURRENT:
+                ends[(granularity, bucket)] = self.calendar.end_s(granularity, bucket)
+        if watermark_us is None:
+            return
+        cutoffs = self.retention.cutoffs(watermark_us)
+        expired = {pair for pair, end in ends.items() if end <= cutoffs[pair[0]]}
+        if expired:
+            for pair in expired:
+                del ends[pair]
+            commit.contributions = {
+                key: delta for key, delta in commit.contributions.items() if (key[1], key[2]) not in expired
+            }
+
     async def _contributions(self, events: list[CrmEvent], commit: Commit) -> dict[str, tuple[list[DealEvent], str]]:
         """Fill the commit with the batch's contribution deltas; returns the deals' new histories."""
         delta: Contributions = commit.contributions
@@ -203,7 +233,7 @@ class BatchProcessor:
             team = event.team_id
             commit.members.add((self.keys.managers, event.manager_id))
             if team is not None:
-                month = self.calendar.buckets(to_us(event.occurred_at))[1]
+                month = self.calendar.buckets(to_us(event.occurred_at)).month
                 commit.members.add((self.keys.teams, team))
                 commit.members.add((self.keys.team_managers(team), event.manager_id))
                 commit.members.add((self.keys.team_month_managers(team, month), event.manager_id))
@@ -233,6 +263,8 @@ class BatchProcessor:
             encoded = self.store.encode_deal(new_history)
             commit.expected[key] = old_digest
             commit.values[key] = encoded
+            # Only deals outside the open pipeline may expire: an open deal is current state.
+            commit.deal_expiry[key] = None if after.is_open or after.latest_us is None else deal_end_s(after.latest_us)
             new_histories[deal_id] = (new_history, digest(encoded))
             if before.customer_id == after.customer_id and before.wins == after.wins:
                 continue

@@ -15,6 +15,9 @@ from services.topics import RedisKeys
 
 _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
 CHANGE_FEED_MAXLEN = 100_000
+CHANGE_FEED_GRANULARITIES: frozenset[str] = frozenset(("day", "month", CURRENT))
+"""What the change feed (and so the WebSocket push) carries: local day and month buckets and current
+state; the UTC day, hour and minute buckets of rolling windows would multiply its traffic."""
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -50,6 +53,10 @@ class Commit:
     stats: dict[str, int] = field(default_factory=dict)
     watermark_us: int | None = None
     produced_ms: int = 0
+    bucket_ends: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(granularity, bucket) -> end of the bucket (epoch seconds), the score of its keys in the time index."""
+    deal_expiry: dict[str, int | None] = field(default_factory=dict)
+    """Deal key -> score in the deal index (second after its latest event), None for an open deal (never expires)."""
 
 
 class StateStore:
@@ -128,26 +135,38 @@ class StateStore:
         for key, fingerprint in commit.expected.items():
             args += [key, fingerprint]
 
-        increments: dict[str, list[tuple[str, int]]] = {}
-        touched: dict[str, tuple[str, str, str]] = {}
+        # The increments go as one JSON argument (decoded by cjson in the script): packing a few
+        # hundred thousand separate arguments costs the client more than the whole script.
+        grouped: dict[tuple[str, str, str], list[str]] = {}
         for (scope, granularity, bucket, measure), delta in commit.contributions.items():
-            if delta == 0:
-                continue
+            if delta:
+                fields = grouped.get((scope, granularity, bucket))
+                if fields is None:
+                    fields = grouped[(scope, granularity, bucket)] = []
+                fields += (measure, str(delta))  # as text: JSON numbers would lose digits in Lua doubles
+        increments: list[tuple[str, str, str, list[str]]] = []
+        touched: list[str] = []
+        ends = commit.bucket_ends
+        for (scope, granularity, bucket), fields in grouped.items():
             key = self._bucket_key(scope, granularity, bucket)
-            increments.setdefault(key, []).append((measure, delta))
-            touched[key] = (scope, granularity, bucket)
-        counters = [(name, value) for name, value in commit.stats.items() if value]
+            end = ends.get((granularity, bucket)) if granularity != CURRENT else None
+            if end is None:
+                increments.append((key, "", "", fields))
+            else:
+                increments.append((key, self.keys.bucket_index(granularity), str(end), fields))  # type: ignore[arg-type]
+            if granularity in CHANGE_FEED_GRANULARITIES:
+                touched += (key, scope, granularity, bucket)
+        counters = [item for name, value in commit.stats.items() if value for item in (name, str(value))]
         if counters:
-            increments[self.keys.worker_stats] = counters
-        args.append(len(increments))
-        for key, deltas in increments.items():
-            args += [key, len(deltas)]
-            for measure, delta in deltas:
-                args += [measure, str(delta)]
+            increments.append((self.keys.worker_stats, "", "", counters))
+        args.append(orjson.dumps(increments))
 
         args.append(len(commit.values))
         for key, stored in commit.values.items():
             args += [key, stored]
+        args += [self.keys.deal_index, len(commit.deal_expiry)]
+        for key, deal_score in commit.deal_expiry.items():
+            args += [key, "" if deal_score is None else str(deal_score)]
         args.append(len(commit.members))
         for key, member in sorted(commit.members):
             args += [key, member]
@@ -155,9 +174,7 @@ class StateStore:
         for key, hash_field, value in commit.hash_fields:
             args += [key, hash_field, value]
         args += [self.keys.watermark, "" if commit.watermark_us is None else str(commit.watermark_us)]
-        args += [self.keys.changes, str(CHANGE_FEED_MAXLEN), str(commit.produced_ms), len(touched)]
-        for key, (scope, granularity, bucket) in touched.items():
-            args += [key, scope, granularity, bucket]
+        args += [self.keys.changes, str(CHANGE_FEED_MAXLEN), str(commit.produced_ms), len(touched) // 4, *touched]
         result = await self._script(args=args)
         if int(result[0]) != 1:
             reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])

@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from services.kpis import measures as m
+from services.kpis.retention import bucket_end_s
+from services.kpis.windows import hour_label, utcday_label
 from services.schemas.events import (
     CallEvent,
     CrmEvent,
@@ -33,8 +36,13 @@ CURRENT = "cur"
 """Granularity marker of current-state (not period) measures."""
 
 ContributionKey = tuple[str, str, str, str]
-"""(scope token, granularity 'day'|'month'|'cur', bucket key ('' for current), measure field)."""
+"""(scope token, granularity, bucket key ('' for current), measure field); the granularity is one of
+BUCKET_GRANULARITIES or 'cur'."""
 Contributions = dict[ContributionKey, int]
+
+BUCKET_GRANULARITIES = ("day", "month", "utcday", "hour", "minute")
+"""Every period measure goes to one bucket of each: local day and month (calendar periods), and
+UTC day, hour and minute (rolling windows)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SLOT_US = 15 * 60 * 1_000_000
@@ -50,27 +58,72 @@ def from_us(t_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=t_us)
 
 
+class Buckets(NamedTuple):
+    """The bucket labels of one instant, in the order of BUCKET_GRANULARITIES."""
+
+    day: str
+    month: str
+    utcday: str
+    hour: str
+    minute: str
+
+
 class Calendar:
-    """Local day and month bucket keys of instants in the business time zone (cached).
+    """Bucket labels of instants: local day and month in the business time zone, UTC day, hour
+    and minute (cached).
 
     Zone offsets and their changes fall on quarter hours, so the local date is constant
     within each aligned 15-minute slot of UTC; one zone lookup per slot suffices.
     """
 
+    _CACHE_LIMIT = 200_000
+
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
         self._slots: dict[int, tuple[str, str]] = {}
+        self._hours: dict[int, tuple[str, str]] = {}
+        self._minutes: dict[int, Buckets] = {}
+        self._ends: dict[tuple[str, str], int] = {}
 
-    def buckets(self, t_us: int) -> tuple[str, str]:
-        """(day key, month key) of the instant."""
+    def _local(self, t_us: int) -> tuple[str, str]:
         slot = t_us // _SLOT_US
         found = self._slots.get(slot)
         if found is None:
             local = from_us(slot * _SLOT_US).astimezone(self.zone)
             found = (f"{local.year:04d}-{local.month:02d}-{local.day:02d}", f"{local.year:04d}-{local.month:02d}")
-            if len(self._slots) > 200_000:
+            if len(self._slots) > self._CACHE_LIMIT:
                 self._slots.clear()
             self._slots[slot] = found
+        return found
+
+    def buckets(self, t_us: int) -> Buckets:
+        """The labels of the buckets the instant falls in."""
+        minute = t_us // 60_000_000
+        found = self._minutes.get(minute)
+        if found is None:
+            day, month = self._local(minute * 60_000_000)  # a whole minute lies in one 15-minute slot
+            hour = minute // 60
+            utc = self._hours.get(hour)
+            if utc is None:
+                utc = (utcday_label(hour // 24), hour_label(hour))
+                if len(self._hours) > self._CACHE_LIMIT:
+                    self._hours.clear()
+                self._hours[hour] = utc
+            found = Buckets(day, month, utc[0], utc[1], f"{utc[1]}:{minute % 60:02d}")
+            if len(self._minutes) > self._CACHE_LIMIT:
+                self._minutes.clear()
+            self._minutes[minute] = found
+        return found
+
+    def end_s(self, granularity: str, bucket: str) -> int:
+        """The end of a bucket (exclusive, epoch seconds): what its retention is measured by."""
+        key = (granularity, bucket)
+        found = self._ends.get(key)
+        if found is None:
+            found = bucket_end_s(granularity, bucket, self.zone)
+            if len(self._ends) > self._CACHE_LIMIT:
+                self._ends.clear()
+            self._ends[key] = found
         return found
 
 
@@ -81,15 +134,22 @@ def event_scopes(manager_id: str, team_id: str | None) -> tuple[str, ...]:
     return (scope_token("manager", manager_id), scope_token("team", team_id), scope_token("company", ""))
 
 
-def _add(out: Contributions, scopes: Sequence[str], buckets: tuple[str, str], field: str, value: int) -> None:
+def _add(out: Contributions, scopes: Sequence[str], buckets: Buckets, field: str, value: int) -> None:
     if not value:
         return
-    day, month = buckets
-    for scope in scopes:
+    get = out.get
+    day, month, utcday, hour, minute = buckets
+    for scope in scopes:  # unrolled over BUCKET_GRANULARITIES: the hottest loop of the worker
         key = (scope, "day", day, field)
-        out[key] = out.get(key, 0) + value
+        out[key] = get(key, 0) + value
         key = (scope, "month", month, field)
-        out[key] = out.get(key, 0) + value
+        out[key] = get(key, 0) + value
+        key = (scope, "utcday", utcday, field)
+        out[key] = get(key, 0) + value
+        key = (scope, "hour", hour, field)
+        out[key] = get(key, 0) + value
+        key = (scope, "minute", minute, field)
+        out[key] = get(key, 0) + value
 
 
 def activity_contributions(event: CrmEvent, calendar: Calendar, out: Contributions) -> None:
@@ -189,6 +249,10 @@ class DealOutcome:
     contributions: Contributions
     customer_id: str | None
     wins: tuple[Win, ...]
+    is_open: bool = False
+    """In the open pipeline: deal_created known and the latest deal event neither won nor lost."""
+    latest_us: int | None = None
+    """occurred_at of the deal's latest event (None for a deal with no events)."""
 
 
 def deal_contributions(history: Iterable[DealEvent], calendar: Calendar) -> DealOutcome:
@@ -228,14 +292,21 @@ def deal_contributions(history: Iterable[DealEvent], calendar: Calendar) -> Deal
             _add(out, scopes, buckets, m.lost_reason(event.lost_reason or "unspecified"), 1)
         if event.amount is not None:
             last_amount = event.amount
-    if created is not None and events and events[-1].type not in (EventType.DEAL_WON, EventType.DEAL_LOST):
+    is_open = created is not None and bool(events) and events[-1].type not in (EventType.DEAL_WON, EventType.DEAL_LOST)
+    if is_open:
         latest = events[-1]
         if stage is not None:
             for scope in event_scopes(latest.manager_id, latest.team_id):
                 out[(scope, CURRENT, "", m.pipeline_count(stage))] = 1
                 if last_amount:
                     out[(scope, CURRENT, "", m.pipeline_amount(stage))] = last_amount
-    return DealOutcome(contributions=out, customer_id=customer, wins=tuple(wins))
+    return DealOutcome(
+        contributions=out,
+        customer_id=customer,
+        wins=tuple(wins),
+        is_open=is_open,
+        latest_us=events[-1].t_us if events else None,
+    )
 
 
 def customer_contributions(wins: Iterable[Win], calendar: Calendar) -> Contributions:

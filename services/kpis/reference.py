@@ -5,16 +5,18 @@ live path; the arithmetic is written again, directly from CONTRACT section 3, as
 queries over the whole event list. Tests hold the streaming state to it exactly.
 
 ``python -m services.kpis.reference events.jsonl --scope company --period month --at 2026-11``
+``python -m services.kpis.reference events.jsonl --scope c --window 24h --as-of 2026-11-27T12:00:00Z``
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -41,6 +43,19 @@ from services.schemas.events import (
 from services.settings import load_settings
 
 Scope = str  # "m:<id>", "t:<id>", "c"
+
+WINDOW_LENGTHS: dict[str, timedelta] = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+
+
+def window_bounds(length: str, as_of: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of the rolling window ``length`` ending at ``as_of`` cut to the whole UTC minute."""
+    end = as_of.astimezone(UTC).replace(second=0, microsecond=0)
+    return end - WINDOW_LENGTHS[length], end
 
 
 @dataclass
@@ -104,6 +119,8 @@ class ReferenceKpis:
     def __init__(self, events: Sequence[CrmEvent], zone: ZoneInfo) -> None:
         self.zone = zone
         self.daily: dict[tuple[Scope, date], dict[str, int]] = defaultdict(dict)
+        self.timed: dict[Scope, list[tuple[datetime, str, int]]] = defaultdict(list)
+        """Per scope, every (occurred_at, measure, value) counted: for rolling windows."""
         self.current: dict[Scope, dict[str, int]] = defaultdict(dict)
         deal_events: dict[str, list[CrmEvent]] = defaultdict(list)
         for event in events:
@@ -115,6 +132,8 @@ class ReferenceKpis:
         self._deals(deal_events)
         self._customers(deal_events)
         self._pipeline(deal_events)
+        for entries in self.timed.values():
+            entries.sort(key=lambda entry: entry[0])
 
     def _count(self, event_or_time: CrmEvent, measure: str, value: int, scopes: list[Scope] | None = None) -> None:
         if value == 0:
@@ -123,6 +142,7 @@ class ReferenceKpis:
         for scope in scopes or _scopes(event_or_time):
             bucket = self.daily[(scope, day)]
             bucket[measure] = bucket.get(measure, 0) + value
+            self.timed[scope].append((event_or_time.occurred_at, measure, value))
 
     def _activities(self, events: Sequence[CrmEvent]) -> None:
         for event in events:
@@ -214,6 +234,16 @@ class ReferenceKpis:
                     total[measure] = total.get(measure, 0) + value
         return {measure: value for measure, value in total.items() if value}
 
+    def window_measures(self, scope: Scope, start: datetime, end: datetime) -> dict[str, int]:
+        """The additive measures of a scope over the events with occurred_at in [start, end)."""
+        entries = self.timed.get(scope, [])
+        first = bisect.bisect_left(entries, start, key=lambda entry: entry[0])
+        last = bisect.bisect_left(entries, end, key=lambda entry: entry[0])
+        total: dict[str, int] = {}
+        for _, measure, value in entries[first:last]:
+            total[measure] = total.get(measure, 0) + value
+        return {measure: value for measure, value in total.items() if value}
+
     def scopes(self) -> set[Scope]:
         return {scope for scope, _ in self.daily} | set(self.current)
 
@@ -234,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scope", default="c", help="m:<manager_id>, t:<team_id> or c (company); default c")
     parser.add_argument("--period", default="month", choices=[k.value for k in PeriodKind])
     parser.add_argument("--at", default=None, help="period label, e.g. 2026-11-27, 2026-W48, 2026-11, 2026-Q4")
+    parser.add_argument(
+        "--window", default=None, choices=list(WINDOW_LENGTHS), help="a rolling window instead of --period/--at"
+    )
+    parser.add_argument("--as-of", default=None, help="end of the --window (RFC 3339 with offset); default --now")
     parser.add_argument("--now", default=None, help="wall clock for the in_future check (RFC 3339); default now")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -241,6 +275,21 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
     admission = admit(read_jsonl(args.events), policy, now=now)
     reference = ReferenceKpis(admission.accepted, settings.business.zone)
+    if args.window:
+        as_of = datetime.fromisoformat(args.as_of) if args.as_of else now
+        if as_of.tzinfo is None:
+            parser.error(f"--as-of {args.as_of} needs a UTC offset")
+        start, end = window_bounds(args.window, as_of)
+        previous = reference.window_measures(args.scope, start - WINDOW_LENGTHS[args.window], start)
+        window_out = {
+            "scope": args.scope,
+            "window": {"length": args.window, "start": start.isoformat(), "end": end.isoformat()},
+            "accepted": len(admission.accepted),
+            "kpis": m.derive_kpis(reference.window_measures(args.scope, start, end)).model_dump(mode="json"),
+            "previous": m.derive_kpis(previous).model_dump(mode="json"),
+        }
+        sys.stdout.buffer.write(orjson.dumps(window_out, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
     try:
         period = parse_period(PeriodKind(args.period), args.at, today=now.astimezone(settings.business.zone).date())
     except ValueError as exc:
@@ -262,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Admission", "ReferenceKpis", "admit", "main"]
+__all__ = ["WINDOW_LENGTHS", "Admission", "ReferenceKpis", "admit", "main", "window_bounds"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,6 +22,8 @@ class SimulationConfig:
     stages: tuple[str, ...] = ("new", "qualified", "proposal", "negotiation")
     currency: str = "USD"
     history_retention_days: int = 730
+    activity: float = 1.0
+    """Scales every manager's calls and meetings per day (1 = realistic; less makes long histories quick)."""
     duplicates: float = 0.0
     out_of_order: float = 0.0
     malformed: float = 0.0
@@ -37,6 +39,8 @@ class SimulationConfig:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise InvalidSimulationConfig(f"unknown time zone {self.timezone!r}: use an IANA name") from exc
+        if not 0.0 < self.activity <= 1.0:
+            raise InvalidSimulationConfig(f"activity scales calls and meetings, in (0, 1], got {self.activity}")
         for name in ("duplicates", "out_of_order", "malformed"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InvalidSimulationConfig(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")

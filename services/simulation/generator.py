@@ -152,8 +152,7 @@ class Simulation:
         advance: float = mean_win ** (1 / stages)
         events_per_deal = 1 + sum(advance**step for step in range(stages)) + advance ** _proposal_index(self.config)
         per_working_day = sum(
-            profile.calls_per_day
-            + profile.meetings_per_day
+            (profile.calls_per_day + profile.meetings_per_day) * self.config.activity
             + _STANDALONE_PROPOSALS
             + profile.deals_per_day * events_per_deal
             for profile in self.managers
@@ -207,6 +206,7 @@ class _SimulationRun:
         self.stages = config.stages
         self.last_stage = len(config.stages) - 1
         self.proposal_stage = _proposal_index(config)
+        self.activity = config.activity
         self.currency = config.currency
         self.managers = simulation.managers
         self.teammates: dict[str, list[ManagerProfile]] = {}
@@ -256,14 +256,15 @@ class _SimulationRun:
         factor = _WEEKDAY_FACTOR[day.weekday()]
         if not factor:
             return
-        rng, sample = self.rng, self.calendar.sample_ms
+        rng, sample, activity = self.rng, self.calendar.sample_ms, self.activity
         for profile in self.managers:
             if rng.random() < _ABSENCE_RATE:
                 continue
-            calls = max(0, round(rng.gauss(profile.calls_per_day * factor, profile.calls_per_day * 0.12)))
+            mean_calls = profile.calls_per_day * activity
+            calls = max(0, round(rng.gauss(mean_calls * factor, mean_calls * 0.12)))
             for _ in range(calls):
                 self._push(sample(rng, day), _CALL, profile)
-            for _ in range(_poisson(rng, profile.meetings_per_day)):
+            for _ in range(_poisson(rng, profile.meetings_per_day * activity)):
                 self._push(sample(rng, day), _MEETING, profile)
             for _ in range(_poisson(rng, _STANDALONE_PROPOSALS)):
                 self._push(sample(rng, day), _PROPOSAL, (profile, None))

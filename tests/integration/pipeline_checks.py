@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from services.kpis.measures import derive_kpis
 from services.kpis.periods import Period, PeriodKind, period_of
-from services.kpis.reference import ReferenceKpis, admit
+from services.kpis.reference import WINDOW_LENGTHS, ReferenceKpis, admit, window_bounds
 from services.schemas.events import ValidationPolicy
 from services.settings import Settings
 from services.simulation import SimRecord
@@ -81,6 +81,44 @@ async def assert_api_equals_reference(api: RunningApi, reference: ReferenceKpis,
             assert response.json()["kpis"] == expected, (scope, period.label)
             compared += 1
     return compared
+
+
+def latest_event_time(reference: ReferenceKpis) -> datetime:
+    """The highest occurred_at the reference accepted: the watermark the state should hold."""
+    return max(entries[-1][0] for entries in reference.timed.values() if entries)
+
+
+async def assert_api_windows_equal_reference(
+    api: RunningApi, reference: ReferenceKpis, as_ofs: Sequence[datetime], settings: Settings
+) -> tuple[int, int]:
+    """Every scope's 1h, 24h, 7d and 30d windows (and the window before each) ending at each ``as_of``,
+    over REST, equal the reference; a window whose previous window starts before the rolling-window
+    history kept behind the watermark is refused (422). Returns (compared, refused)."""
+    kept = min(settings.retention.minute_days, settings.retention.hour_days, settings.retention.utcday_days)
+    watermark = latest_event_time(reference).astimezone(UTC).replace(microsecond=0)
+    horizon = watermark - timedelta(days=kept)
+    compared = refused = 0
+    for scope, path in scope_paths(reference).items():
+        for as_of in as_ofs:
+            for length, size in WINDOW_LENGTHS.items():
+                response = await api.http.get(path, params={"window": length, "as_of": as_of.isoformat()})
+                start, end = window_bounds(length, as_of)
+                if start - size < horizon:
+                    assert response.status_code == 422, (scope, length, as_of, response.text)
+                    refused += 1
+                    continue
+                assert response.status_code == 200, response.text
+                body = response.json()
+                expected = derive_kpis(reference.window_measures(scope, start, end)).model_dump(mode="json")
+                before = derive_kpis(reference.window_measures(scope, start - size, start)).model_dump(mode="json")
+                assert body["kpis"] == expected, (scope, length, as_of)
+                assert body["previous"]["kpis"] == before, (scope, length, as_of)
+                assert (body["window"]["start"], body["window"]["end"]) == (
+                    start.isoformat().replace("+00:00", "Z"),
+                    end.isoformat().replace("+00:00", "Z"),
+                )
+                compared += 1
+    return compared, refused
 
 
 async def read_dead_letters(settings: Settings, expected: int, within: float = 30.0) -> list[tuple[bytes, str]]:

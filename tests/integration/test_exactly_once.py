@@ -1,4 +1,5 @@
-"""50,000 simulated events, the worker SIGKILLed and restarted twice mid-stream: every KPI is exact."""
+"""50,000 simulated events, the worker SIGKILLed and restarted twice mid-stream: every KPI is exact, over calendar
+periods and rolling windows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from services.topics import RedisKeys
 from tests.integration.api_harness import running_api, wait_until
 from tests.integration.pipeline_checks import (
     assert_api_equals_reference,
+    assert_api_windows_equal_reference,
     assert_worker_counters,
+    latest_event_time,
     malformed,
     periods_of,
     read_dead_letters,
@@ -76,6 +79,18 @@ async def test_sigkilled_worker_never_loses_or_double_counts(make_settings, tmp_
             periods = periods_of(reference, (PeriodKind.DAY, PeriodKind.WEEK, PeriodKind.MONTH))
             compared = await assert_api_equals_reference(api, reference, periods)
             assert len(periods) >= 100 and compared == 16 * len(periods)
+            # Rolling windows at a few instants: just after the newest event, a day and a half and half
+            # a day before it (at odd seconds), and three weeks back, where the 30 d window and the one
+            # before it reach past the 62 days of minutes kept (422).
+            newest = latest_event_time(reference)
+            as_ofs = [
+                newest + timedelta(minutes=1),
+                newest - timedelta(days=1, hours=7, minutes=13, seconds=27),
+                newest - timedelta(hours=11, minutes=59, seconds=59, microseconds=1),
+                newest - timedelta(days=21, hours=3, minutes=31, seconds=7),
+            ]
+            windows, refused = await assert_api_windows_equal_reference(api, reference, as_ofs, settings)
+            assert (windows, refused) == (16 * 15, 16)
         dead = await read_dead_letters(settings, sum(rejected.values()))
         assert Counter(dead) == malformed(records)
     finally:

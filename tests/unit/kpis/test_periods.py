@@ -22,7 +22,13 @@ ZONES = [ZoneInfo(name) for name in ("UTC", "America/New_York", "Europe/Berlin",
 )
 def test_calendar_buckets_equal_the_local_date(instant: datetime, zone: ZoneInfo) -> None:
     local = instant.astimezone(zone)
-    assert Calendar(zone).buckets(to_us(instant)) == (local.date().isoformat(), f"{local.year:04d}-{local.month:02d}")
+    assert Calendar(zone).buckets(to_us(instant)) == (
+        local.date().isoformat(),
+        f"{local.year:04d}-{local.month:02d}",
+        instant.strftime("%Y-%m-%d"),
+        instant.strftime("%Y-%m-%dT%H"),
+        instant.strftime("%Y-%m-%dT%H:%M"),
+    )
     assert from_us(to_us(instant)) == instant
 
 

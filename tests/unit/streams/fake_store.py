@@ -21,6 +21,9 @@ class FakeStore:
         self.members: set[tuple[str, str]] = set()
         self.stats: dict[str, int] = {}
         self.watermark: int | None = None
+        self.bucket_index: dict[tuple[str, str], int] = {}
+        """(granularity, bucket) -> end (epoch s), as the time indexes of commit.lua hold them (per bucket)."""
+        self.deal_index: dict[str, int] = {}
         self.commits = 0
         self.fail_next_commit_after_apply = False
 
@@ -75,6 +78,12 @@ class FakeStore:
                 self.values[key] = value
             else:
                 self.values.pop(key, None)
+        self.bucket_index.update(commit.bucket_ends)
+        for key, score in commit.deal_expiry.items():
+            if score is None:
+                self.deal_index.pop(key, None)
+            else:
+                self.deal_index[key] = score
         self.members.update(commit.members)
         for name, value in commit.stats.items():
             self.stats[name] = self.stats.get(name, 0) + value

@@ -11,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.kpis.contributions import CURRENT
+from services.kpis.measures import sum_measures
 from services.kpis.periods import PeriodKind, period_of
-from services.kpis.reference import ReferenceKpis, admit
+from services.kpis.reference import ReferenceKpis, admit, window_bounds
+from services.kpis.retention import bucket_end_s
+from services.kpis.windows import WINDOW_GRANULARITIES, WindowLength, minute_start, window_bucket_span, window_ending
 from services.schemas.events import ValidationPolicy
 from services.settings import Settings
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
@@ -99,9 +102,20 @@ def run_stream(records: list[bytes], cuts: list[int]) -> tuple[FakeStore, list[D
     return store, dead
 
 
+WINDOWS = st.lists(
+    st.tuples(st.sampled_from(list(WindowLength)), st.integers(0, 10**6), st.booleans(), st.integers(-150, 150)),
+    min_size=1,
+    max_size=6,
+)
+"""Rolling windows (length, event pick, anchored at the window's start?, seconds off): each window ends, or
+starts, within a few minutes of an accepted event, so the loose minutes at both ends are exercised."""
+
+
 @settings(max_examples=300, deadline=None)
-@given(arrival())
-def test_streaming_state_equals_reference(case: tuple[list[bytes], list[int]]) -> None:
+@given(arrival(), WINDOWS)
+def test_streaming_state_equals_reference(
+    case: tuple[list[bytes], list[int]], windows: list[tuple[WindowLength, int, bool, int]]
+) -> None:
     records, cuts = case
     store, dead = run_stream(records, cuts)
     now = datetime.fromtimestamp(NOW_MS / 1000, UTC)
@@ -121,6 +135,30 @@ def test_streaming_state_equals_reference(case: tuple[list[bytes], list[int]]) -
         assert store.buckets.get((scope, CURRENT, ""), {}) == {
             k: v for k, v in reference.current.get(scope, {}).items() if v
         }
+        for length, pick, at_start, off_s in windows if admission.accepted else []:
+            anchor = admission.accepted[pick % len(admission.accepted)].occurred_at
+            as_of = anchor + timedelta(seconds=off_s, minutes=length.minutes if at_start else 0)
+            window = window_ending(length, as_of)
+            start, end = window_bounds(str(length), as_of)
+            assert (window.start, window.end) == (start, end)
+            streamed = sum_measures(store.buckets.get((scope, g, label), {}) for g, label in window.buckets())
+            assert {k: v for k, v in streamed.items() if v} == reference.window_measures(scope, start, end), (
+                scope,
+                length,
+                as_of,
+            )
+
+    # Every minute, hour and UTC-day bucket holds exactly the events of its span, and every bucket
+    # is in the time index with its end.
+    for (scope, granularity, bucket), values in store.buckets.items():
+        if granularity in WINDOW_GRANULARITIES:
+            first, last = window_bucket_span(granularity, bucket)
+            expected = reference.window_measures(scope, minute_start(first), minute_start(last))
+            assert values == expected, (scope, granularity, bucket)
+        if granularity != CURRENT:
+            assert store.bucket_index[(granularity, bucket)] == bucket_end_s(
+                granularity, bucket, SETTINGS.business.zone
+            )
 
 
 def test_redelivered_batch_is_not_counted_twice() -> None:

@@ -27,6 +27,9 @@ from streams.updates_relay import UpdatesRelay
 
 log = logging.getLogger(__name__)
 
+COMMIT_TIMEOUT_S = 60.0
+"""A large batch commit (one Lua script) may take seconds while Redis rewrites its AOF."""
+
 
 class WorkerRuntime:
     """What the agent needs at run time, opened lazily inside the worker's event loop."""
@@ -40,7 +43,9 @@ class WorkerRuntime:
     @property
     def processor(self) -> BatchProcessor:
         if self._processor is None:
-            self.redis = Redis.from_url(self.settings.redis.url, health_check_interval=10)
+            self.redis = Redis.from_url(
+                self.settings.redis.url, health_check_interval=10, socket_timeout=COMMIT_TIMEOUT_S
+            )
             store = StateStore(
                 self.redis,
                 RedisKeys.from_settings(self.settings),

@@ -95,7 +95,7 @@ async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartitio
 
 async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 5000, show_progress: bool = True) -> int:
     """Apply the whole events topic to the state; returns the number of records read."""
-    redis = Redis.from_url(settings.redis.url)
+    redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
     keys = RedisKeys.from_settings(settings)
     store = StateStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
 

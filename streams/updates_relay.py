@@ -6,13 +6,15 @@ entry's buckets to the ``kpi.updates`` topic as one record per scope and bucket,
 cursor kept in Redis. It is the transactional-outbox pattern: a crash between sending and
 moving the cursor sends the same records again (at least once), never fewer; the records
 carry absolute values and the entry id as ``seq``, so consumers deduplicate or simply
-overwrite. Only one relay runs at a time across workers (a Redis lease).
+overwrite. Only one relay runs at a time across workers (a Redis lease). Relayed entries
+older than the resume window are trimmed, so the feed stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,6 +30,8 @@ Send = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[None]]
 """Sends (key, value) records to kpi.updates and returns once the broker acknowledged them."""
 
 LEASE_S = 10
+RESUME_WINDOW_MS = 15 * 60 * 1000
+"""Change-feed entries stay this long after they are relayed, for WebSocket clients that resume."""
 
 
 def _text(value: bytes | str) -> str:
@@ -97,8 +101,20 @@ class UpdatesRelay:
             records.extend(update_records(_text(entry_id), entry))
         if records:
             await self.send(records)
-        await self.redis.set(self.keys.relay_cursor, _text(entries[-1][0]))
+        last = _text(entries[-1][0])
+        await self.redis.set(self.keys.relay_cursor, last)
+        await self._trim(last)
         return len(entries)
+
+    async def _trim(self, relayed: str) -> None:
+        """Drop feed entries that are relayed and older than the resume window (the feed stays bounded)."""
+        keep_from_ms = int(time.time() * 1000) - RESUME_WINDOW_MS
+        relayed_ms = int(relayed.split("-")[0])
+        if keep_from_ms <= 0:
+            return
+        # Never past the cursor: entries not yet relayed must stay.
+        minid = f"{min(keep_from_ms, relayed_ms)}-0"
+        await self.redis.xtrim(self.keys.changes, minid=minid, approximate=True)
 
     async def run(self, idle_s: float = 0.05) -> None:
         """Relay forever (a worker task); survives Redis and Kafka outages by retrying."""

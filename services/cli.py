@@ -5,6 +5,7 @@
     crm-pulse api [--host H] [--port P]    the dashboard API    (uvicorn dashboard_api.app:create_app --factory)
     crm-pulse simulate [ARGS...]           the event simulator  (python -m services.simulator ARGS)
     crm-pulse replay [ARGS...]             rebuild Redis from Kafka (python -m streams.replay ARGS)
+    crm-pulse import FILE [ARGS...]        import a history file (python -m streams.history_import ARGS)
     crm-pulse alerts [ARGS...]             the alerts worker    (python -m alerts.worker ARGS)
     crm-pulse demo [SIMULATOR ARGS...]     infra, worker, api and simulator together until Ctrl-C
     crm-pulse quotas import FILE.csv       set the quotas of a CSV manager_id,month,amount (all or nothing)
@@ -51,6 +52,7 @@ from services.supervisor import ChildExitedError, Supervisor
 
 WORKER_MODULE = "streams.worker"
 REPLAY_MODULE = "streams.replay"
+IMPORT_MODULE = "streams.history_import"
 ALERTS_MODULE = "alerts.worker"
 SIMULATOR_MODULE = "services.simulator"
 API_FACTORY = "dashboard_api.app:create_app"
@@ -152,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     replay.set_defaults(run=_module_runner(REPLAY_MODULE), passthrough=True)
+
+    history = commands.add_parser(
+        "import",
+        usage="%(prog)s [-h] [ARGS ...]",
+        help=f"import a JSONL history file into Kafka and catch the state up (python -m {IMPORT_MODULE})",
+        description=f"Import a JSONL history file: python -m {IMPORT_MODULE} FILE [ARGS...].",
+        epilog=_PASSTHROUGH_EPILOG,
+        allow_abbrev=False,
+    )
+    history.set_defaults(run=_module_runner(IMPORT_MODULE), passthrough=True)
 
     alerts = commands.add_parser(
         "alerts",

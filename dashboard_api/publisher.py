@@ -10,11 +10,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from dashboard_api.errors import KafkaUnavailable
-from services.kafka import producer as kafka_producer
+from services.kafka import LazyProducer
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,29 +27,13 @@ class EventPublisher:
         self._bootstrap_servers = settings.kafka.bootstrap_servers
         self._topic = settings.kafka.events_topic
         self._timeout_s = settings.api.kafka_timeout_s
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-
-    async def _started(self) -> AIOKafkaProducer:
-        if self._producer is not None:
-            return self._producer
-        async with self._starting:
-            if self._producer is None:
-                producer = kafka_producer(
-                    self._settings,
-                    acks="all",
-                    linger_ms=5,
-                    request_timeout_ms=int(self._timeout_s * 1000),
-                    client_id="crm-pulse-api",
-                )
-                try:
-                    await producer.start()
-                except BaseException:
-                    # A producer that failed to start cannot be started again: drop it.
-                    await producer.stop()
-                    raise
-                self._producer = producer
-            return self._producer
+        self._producer = LazyProducer(
+            settings,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=int(self._timeout_s * 1000),
+            client_id="crm-pulse-api",
+        )
 
     async def publish(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
         """Produce every (key, value) message and wait for its delivery; raise KafkaUnavailable on failure.
@@ -60,7 +43,7 @@ class EventPublisher:
         """
         try:
             async with asyncio.timeout(self._timeout_s):
-                producer = await self._started()
+                producer = await self._producer.get()
                 deliveries = [await producer.send(self._topic, value=value, key=key) for key, value in messages]
                 await asyncio.gather(*deliveries)
         except TimeoutError:
@@ -76,7 +59,7 @@ class EventPublisher:
         """Whether a broker answers a metadata request now (informative, for /healthz)."""
         try:
             async with asyncio.timeout(timeout_s):
-                producer = await self._started()
+                producer = await self._producer.get()
                 await producer.client.fetch_all_metadata()
         except (TimeoutError, KafkaError, OSError) as exc:
             log.debug("kafka health check failed: %s", exc)
@@ -84,6 +67,4 @@ class EventPublisher:
         return True
 
     async def close(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+        await self._producer.close()

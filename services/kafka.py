@@ -6,7 +6,8 @@ async code); use them as ``async with producer(settings) as p: ...``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -118,3 +119,43 @@ async def ensure_product_topics(settings: Settings) -> list[str]:
     created += await ensure_topics(settings, [topics.kpi_updates], settings.kafka.partitions)
     created += await ensure_quotas_topic(settings)
     return created
+
+
+class LazyProducer:
+    """A producer started on first use (so a service runs while Kafka is down) and started again
+    after a failed start; ``before_start`` runs once before each start attempt."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        before_start: Callable[[], Awaitable[object]] | None = None,
+        **options: Any,
+    ) -> None:
+        self._settings = settings
+        self._before_start = before_start
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def get(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._starting:
+            if self._producer is None:
+                if self._before_start is not None:
+                    await self._before_start()
+                started = producer(self._settings, **self._options)
+                try:
+                    await started.start()
+                except BaseException:
+                    # A producer that failed to start cannot be started again: drop it.
+                    await started.stop()
+                    raise
+                self._producer = started
+            return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            stopping, self._producer = self._producer, None
+            await stopping.stop()

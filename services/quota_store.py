@@ -16,12 +16,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from services.kafka import TopicCreationError, ensure_quotas_topic, partition_ids
-from services.kafka import producer as kafka_producer
+from services.kafka import LazyProducer, TopicCreationError, ensure_quotas_topic, partition_ids
 from services.kpis.measures import decode_hash
 from services.quotas import InvalidQuota, Quota, QuotaChange, QuotaError, decode_quota_record, scope_quota_units
 from services.schemas.events import units_to_decimal
@@ -88,30 +87,15 @@ class QuotaWriter:
         self._keys = RedisKeys.from_settings(settings)
         self._topic = Topics.from_settings(settings).quotas
         self._timeout_s = timeout_s if timeout_s is not None else settings.api.kafka_timeout_s
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-
-    async def _started(self) -> AIOKafkaProducer:
-        if self._producer is not None:
-            return self._producer
-        async with self._starting:
-            if self._producer is None:
-                await ensure_quotas_topic(self._settings)
-                producer = kafka_producer(
-                    self._settings,
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=5,
-                    request_timeout_ms=int(self._timeout_s * 1000),
-                    client_id="crm-pulse-quotas",
-                )
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self._producer = producer
-            return self._producer
+        self._producer = LazyProducer(
+            settings,
+            before_start=lambda: ensure_quotas_topic(settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=int(self._timeout_s * 1000),
+            client_id="crm-pulse-quotas",
+        )
 
     async def write(self, changes: Sequence[QuotaChange]) -> None:
         """Produce every change, wait for delivery, then apply the delivered ones to Redis.
@@ -125,7 +109,7 @@ class QuotaWriter:
         problem: str | None = None
         try:
             async with asyncio.timeout(self._timeout_s):
-                producer = await self._started()
+                producer = await self._producer.get()
                 for change in changes:
                     key, value = change.encode()
                     sent.append(await producer.send(self._topic, key=key, value=value))
@@ -151,9 +135,7 @@ class QuotaWriter:
             )
 
     async def close(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+        await self._producer.close()
 
 
 # -- reads (Redis only) --

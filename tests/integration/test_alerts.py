@@ -9,10 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,48 +27,18 @@ from services.kafka import producer as kafka_producer
 from services.settings import Settings
 from services.topics import AlertNames
 from tests.integration.alert_receivers import HttpReceiver, SmtpReceiver, free_port
-from tests.integration.worker_process import running_worker
+from tests.integration.worker_process import WorkerProcess, running_worker
 
 pytestmark = pytest.mark.integration
 
 SECRET = "hook-secret"
 
 
-class AlertsProcess:
+def alerts_process(settings: Settings, config: Path, log_path: Path) -> WorkerProcess:
     """``python -m alerts.worker`` as a child process, stopped or killed by its PID."""
-
-    def __init__(self, settings: Settings, config: Path, log_path: Path) -> None:
-        self.settings, self.config, self.log_path = settings, config, log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, **self.settings.to_environment(), "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "alerts.worker", "--config", str(self.config), "--loglevel", "info"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+    return WorkerProcess(
+        settings, log_path, module="alerts.worker", args=("--config", str(config), "--loglevel", "info")
+    )
 
 
 async def wait_for(condition: Callable[[], Any], what: str, *, within: float = 60.0, log: Callable[[], str]) -> Any:
@@ -215,7 +181,7 @@ async def test_fire_resolve_through_outage_and_restart(
     config = write_config(tmp_path / "alerts.yaml", slack, hook, smtp)
     await ensure_product_topics(settings)
     redis = Redis.from_url(settings.redis.url)
-    alerts = AlertsProcess(settings, config, tmp_path / "alerts.log")
+    alerts = alerts_process(settings, config, tmp_path / "alerts.log")
     try:
         with running_worker(settings, tmp_path / "worker.log") as worker:
             alerts.start()

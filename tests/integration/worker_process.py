@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,18 +14,27 @@ from services.settings import Settings
 
 
 class WorkerProcess:
-    """One ``python -m streams.worker`` process with its log in a file."""
+    """One component process (default ``python -m streams.worker``) with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *,
+        module: str = "streams.worker",
+        args: Sequence[str] = ("--loglevel", "info"),
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.module = module
+        self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, **self.settings.to_environment(), "PYTHONUNBUFFERED": "1"}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker", "--loglevel", "info"],
+            [sys.executable, "-m", self.module, *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -14,34 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 import faust
 from faust.worker import Worker
 from redis.asyncio import Redis
 
 from services.settings import Settings, load_settings
+from streams.app import faust_options
 
 PROGRESS_EVERY = 10_000
-
-
-def worker_faust_options(settings: Settings) -> dict[str, Any]:
-    """The faust options of the real worker (a copy of streams/app.py's; keep them in step)."""
-    return {
-        "broker": [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
-        "store": "memory://",
-        "value_serializer": "raw",
-        "key_serializer": "raw",
-        "topic_partitions": settings.kafka.partitions,
-        "consumer_auto_offset_reset": "earliest",
-        "web_port": settings.worker.web_port,
-        "web_host": "127.0.0.1",
-        "web_enabled": False,
-        "producer_acks": -1,
-        "stream_wait_empty": False,
-        "broker_commit_every": 10_000,
-        "broker_commit_interval": 2.0,
-    }
 
 
 class Tally:
@@ -71,7 +52,7 @@ class Tally:
 
 
 def create_app(settings: Settings, mode: str, tally: Tally) -> faust.App:
-    app = faust.App(settings.kafka.consumer_group, **worker_faust_options(settings))
+    app = faust.App(settings.kafka.consumer_group, **faust_options(settings))
     events = app.topic(settings.kafka.events_topic, partitions=settings.kafka.partitions)
 
     if mode == "each":

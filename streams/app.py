@@ -11,7 +11,9 @@ log), and records the state already holds are skipped (so nothing is applied twi
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -86,24 +88,32 @@ class WorkerRuntime:
         return behind
 
 
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """The faust options of the stream worker (the no-op bench agent uses the same ones)."""
+    datadir = Path(tempfile.gettempdir()) / "crm-pulse-faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    return {
+        "broker": [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        "store": "memory://",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "topic_partitions": settings.kafka.partitions,
+        "consumer_auto_offset_reset": "earliest",
+        "web_port": settings.worker.web_port,
+        "web_host": "127.0.0.1",
+        "web_enabled": False,
+        "producer_acks": -1,
+        "stream_wait_empty": False,
+        "broker_commit_every": 10_000,
+        "broker_commit_interval": 2.0,
+        # faust keeps a small directory per app id; keep it out of the working directory.
+        "datadir": str(datadir / "{conf.id}"),
+    }
+
+
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust app for these settings."""
-    app = faust.App(
-        settings.kafka.consumer_group,
-        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        topic_partitions=settings.kafka.partitions,
-        consumer_auto_offset_reset="earliest",
-        web_port=settings.worker.web_port,
-        web_host="127.0.0.1",
-        web_enabled=False,
-        producer_acks=-1,
-        stream_wait_empty=False,
-        broker_commit_every=10_000,
-        broker_commit_interval=2.0,
-    )
+    app = faust.App(settings.kafka.consumer_group, **faust_options(settings))
     # The topics are created beforehand by services.kafka.ensure_product_topics (faust does not
     # declare source topics; auto-creation would give them the broker's defaults).
     events = app.topic(settings.kafka.events_topic, partitions=settings.kafka.partitions)

@@ -14,16 +14,31 @@ from services.settings import Settings
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time a live process has used so far (None when unknown)."""
-    if pid is None:
-        return None
+def _stat_fields(pid: int | str) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15 of stat)
+    return stat.rsplit(")", 1)[1].split()  # fields 3.. of stat (the name may hold spaces)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time a live process and its live children have used so far (None when unknown).
+
+    The children count because a stream worker applies its batches in a child process.
+    """
+    if pid is None:
+        return None
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            child = _stat_fields(entry.name)
+            if child is not None and child[1] == str(pid):  # ppid (field 4)
+                ticks += int(child[11]) + int(child[12])
+    return ticks / _CLOCK_TICKS
 
 
 def machine_busy_seconds() -> float:

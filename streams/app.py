@@ -11,23 +11,29 @@ log), and records the state already holds are skipped (so nothing is applied twi
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 from redis.asyncio import Redis
 
 from services.settings import Settings
 from services.topics import RedisKeys
 from streams.dead_letters import dead_letter_headers, dead_letter_key
-from streams.processor import BatchProcessor, DeadLetter, RawRecord
+from streams.offload import BatchOffload, BatchProcessFailed
+from streams.processor import BatchProcessor, DeadLetter, RawRecord, apply_until_done
 from streams.store import StateStore
 from streams.sweeper import RetentionSweeper
 from streams.updates_relay import UpdatesRelay
 
 log = logging.getLogger(__name__)
+
+EXIT_BATCH_FAILED = 70
+"""Exit status of a worker that stopped because a batch could not be applied (EX_SOFTWARE)."""
 
 COMMIT_TIMEOUT_S = 60.0
 """A large batch commit (one Lua script) may take seconds while Redis rewrites its AOF."""
@@ -40,6 +46,7 @@ class WorkerRuntime:
         self.app = app
         self.settings = settings
         self._processor: BatchProcessor | None = None
+        self.offload: BatchOffload | None = None
         self.redis: Redis | None = None
 
     @property
@@ -120,9 +127,40 @@ def create_app(settings: Settings) -> faust.App:
     runtime = WorkerRuntime(app, settings)
     app.crm_runtime = runtime  # type: ignore[attr-defined]
 
+    floors: dict[str, int] = {}
+
+    async def rewind(targets: dict[str, int]) -> None:
+        # The state is behind what this worker read (Redis restored from an older copy): read those
+        # partitions again from the state's offsets, or from the log's start if retention removed
+        # the records in between (then that gap is accepted from now on).
+        positions: dict[Any, int] = {}
+        for name, offset in targets.items():
+            topic, partition = name.rsplit(":", 1)
+            tp = TP(topic, int(partition))
+            earliest = (await app.consumer.earliest_offsets(tp)).get(tp)
+            if earliest is not None and earliest > offset:
+                floors[name] = earliest
+                offset = earliest
+            positions[tp] = offset
+        log.warning(
+            "reading again from the state's offsets: %s",
+            {f"{tp.topic}:{tp.partition}": o for tp, o in positions.items()},
+        )
+        runtime.processor.forget()
+        for tp, offset in positions.items():
+            # consumer.seek, not seek_wait: it also lowers faust's read offset, below which faust
+            # drops records as already read.
+            await app.consumer.seek(tp, offset)
+
+    offload = (
+        BatchOffload(settings, rewind, depth=settings.worker.batches_in_flight)
+        if settings.worker.batch_process
+        else None
+    )
+    runtime.offload = offload
+
     @app.agent(events, concurrency=1)
     async def apply_events(stream: Any) -> None:
-        processor = runtime.processor
         async for batch in stream.take_events(settings.worker.batch_size, within=settings.worker.batch_within_s):
             records = []
             tps: dict[str, Any] = {}
@@ -138,7 +176,18 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 records.append(record)
                 tps[record.tp] = message.tp
-            result = await processor.process(records, runtime.lag(records, tps))
+            try:
+                if offload is not None:
+                    await offload.submit(records, runtime.lag(records, tps), floors)
+                    continue
+                result = await apply_until_done(runtime.processor, records, runtime.lag(records, tps), floors)
+                if result.rewind:
+                    await rewind(result.rewind)
+            except Exception:
+                # faust would restart the agent past this batch: its records would be skipped. Stop the
+                # whole worker instead; restarted, it resumes from the offsets the state holds.
+                log.critical("applying a batch failed; the worker stops (restart it to resume)", exc_info=True)
+                os._exit(EXIT_BATCH_FAILED)
             log.debug(
                 "batch: %d accepted, %d duplicates, %d rejected, %d already applied",
                 result.accepted,
@@ -180,11 +229,24 @@ def create_app(settings: Settings) -> faust.App:
         # Start each events partition where the state says it stopped, not where faust committed.
         processor = runtime.processor
         processor.forget()
+        if offload is not None:
+            # Let the batch process apply what it holds first, so the stored offsets are current.
+            await offload.forget()
+            try:
+                await offload.sync()
+            except BatchProcessFailed:
+                log.critical("the batch process failed; the worker stops (restart it to resume)", exc_info=True)
+                os._exit(EXIT_BATCH_FAILED)
         ours = [tp for tp in assigned if tp.topic == settings.kafka.events_topic]
         stored = await processor.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
         positions = {tp: stored[f"{tp.topic}:{tp.partition}"] or 0 for tp in ours}
         if positions:
             await app.consumer.seek_wait(positions)
             log.info("resuming %d partitions from the stored state offsets", len(positions))
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_batch_process(sender: Any, **_: Any) -> None:
+        if offload is not None:
+            await offload.stop()
 
     return app

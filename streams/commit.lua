@@ -103,6 +103,27 @@ for _ = 1, n do
   end
 end
 
+-- open deals (deal alert rules): stage index, activity index, n, (deal id, stage entry s or '', latest s)*;
+-- '' removes a deal that left the open pipeline; the latest activity only moves forward (GT)
+local by_stage, by_activity = nxt(), nxt()
+n = tonumber(nxt())
+for _ = 1, n do
+  local deal, entered, latest = nxt(), nxt(), nxt()
+  if entered == '' then
+    redis.call('ZREM', by_stage, deal)
+    redis.call('ZREM', by_activity, deal)
+  else
+    redis.call('ZADD', by_stage, entered, deal)
+    redis.call('ZADD', by_activity, 'GT', latest, deal)
+  end
+end
+-- calls, meetings and proposals of deals: n, (deal id, occurred s)*; moves only deals already open (XX)
+n = tonumber(nxt())
+for _ = 1, n do
+  local deal, at = nxt(), nxt()
+  redis.call('ZADD', by_activity, 'XX', 'GT', at, deal)
+end
+
 -- set members: n, (key, member)*
 n = tonumber(nxt())
 for _ = 1, n do

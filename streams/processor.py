@@ -8,11 +8,16 @@ and customers with the pure core, then commit state, offsets, claims and counter
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.kpis.contributions import (
     CURRENT,
@@ -27,6 +32,7 @@ from services.kpis.contributions import (
     subtract_into,
     to_us,
 )
+from services.kpis.deal_clock import deal_clock, score_s
 from services.kpis.retention import RetentionPolicy, deal_end_s
 from services.schemas.events import (
     DEAL_EVENT_MODELS,
@@ -43,6 +49,11 @@ from services.topics import RedisKeys
 from streams.store import Commit, CommitConflict, StateStore, digest
 
 log = logging.getLogger(__name__)
+
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError)
+"""Outages worth waiting for (the batch is applied once they end); anything else is a fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,10 @@ class BatchResult:
     duplicates: int = 0
     rejected: int = 0
     skipped: int = 0
+    held: int = 0
+    """Records not applied because earlier ones of their partition are missing from the state."""
+    rewind: dict[str, int] = field(default_factory=dict)
+    """``topic:partition`` -> the offset to read again from (the state's next offset)."""
     change_id: str = ""
     rejected_by_code: dict[str, int] = field(default_factory=dict)
 
@@ -112,29 +127,51 @@ class BatchProcessor:
         """Drop cached state (after a rebalance or a conflict): Redis is the truth."""
         self.deal_cache.clear()
 
-    async def process(self, records: Sequence[RawRecord], lag: dict[str, int] | None = None) -> BatchResult:
-        """Apply a batch; retried from fresh reads when the state moved underneath it."""
+    async def process(
+        self, records: Sequence[RawRecord], lag: dict[str, int] | None = None, floors: dict[str, int] | None = None
+    ) -> BatchResult:
+        """Apply a batch; retried from fresh reads when the state moved underneath it.
+
+        ``floors``: per partition, the log's first offset when it is past the state's offset (the
+        records before it were deleted by retention), so the gap up to it is not a rewind.
+        """
         for attempt in range(1, self.MAX_ATTEMPTS + 1):
             try:
-                return await self._process_once(records, lag or {})
+                return await self._process_once(records, lag or {}, floors or {})
             except CommitConflict as conflict:
                 log.warning("batch conflicted with concurrent state (%s); retry %d", conflict, attempt)
                 self.forget()
         raise RuntimeError(f"batch of {len(records)} records still conflicting after {self.MAX_ATTEMPTS} attempts")
 
-    async def _process_once(self, records: Sequence[RawRecord], lag: dict[str, int]) -> BatchResult:
+    async def _process_once(
+        self, records: Sequence[RawRecord], lag: dict[str, int], floors: dict[str, int]
+    ) -> BatchResult:
         result = BatchResult()
         stored = await self.store.offsets({record.tp for record in records})
         fresh: list[RawRecord] = []
         next_offsets: dict[str, int] = {}
+        rewind = result.rewind
         for record in records:
-            position = next_offsets.get(record.tp, stored.get(record.tp))
+            tp = record.tp
+            if tp in rewind:
+                result.held += 1
+                continue
+            position = next_offsets.get(tp, stored.get(tp))
             if position is not None and record.offset < position:
                 # Applied before, or delivered twice in this batch (a seek after a rebalance re-fetches).
                 result.skipped += 1
                 continue
+            if position is not None and record.offset > position and record.offset > floors.get(tp, -1):
+                # Records between the state's offset and this one were never applied: the state was
+                # restored from an older copy while this worker read on. Applying this record would
+                # lose them; the reader must go back to the state's offset instead.
+                rewind[tp] = position
+                result.held += 1
+                continue
             fresh.append(record)
-            next_offsets[record.tp] = record.offset + 1
+            next_offsets[tp] = record.offset + 1
+        if rewind:
+            log.warning("the state is behind the records read; rewinding %s", rewind)
         if not fresh:
             return result
 
@@ -241,6 +278,11 @@ class BatchProcessor:
                 deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))
             else:
                 activity_contributions(event, self.calendar, delta)
+                if event.deal_id is not None:
+                    at = score_s(to_us(event.occurred_at))
+                    known_at = commit.deal_activity.get(event.deal_id)
+                    if known_at is None or float(at) > float(known_at):
+                        commit.deal_activity[event.deal_id] = at
         if not deal_events:
             return {}
 
@@ -265,6 +307,9 @@ class BatchProcessor:
             commit.values[key] = encoded
             # Only deals outside the open pipeline may expire: an open deal is current state.
             commit.deal_expiry[key] = None if after.is_open or after.latest_us is None else deal_end_s(after.latest_us)
+            clock = deal_clock(new_history) if after.is_open else None
+            times = None if clock is None else (score_s(clock.stage_since_us), score_s(clock.latest_us))
+            commit.open_deals[deal_id] = times
             new_histories[deal_id] = (new_history, digest(encoded))
             if before.customer_id == after.customer_id and before.wins == after.wins:
                 continue
@@ -286,3 +331,21 @@ class BatchProcessor:
             commit.expected[key] = old_digest
             commit.values[key] = encoded if encoded != b"{}" else b""
         return new_histories
+
+
+async def apply_until_done(
+    processor: BatchProcessor,
+    records: Sequence[RawRecord],
+    lag: dict[str, int],
+    floors: dict[str, int] | None = None,
+) -> BatchResult:
+    """Apply a batch, waiting out Redis and Kafka outages (with backoff) rather than dropping it."""
+    delay = RETRY_INITIAL_S
+    while True:
+        try:
+            return await processor.process(records, lag, floors)
+        except TRANSIENT as exc:
+            log.warning("batch of %d records not applied (%s); retrying in %.1fs", len(records), exc, delay)
+            processor.forget()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)

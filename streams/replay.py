@@ -28,7 +28,7 @@ from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
 from streams.processor import BatchProcessor, RawRecord
-from streams.store import StateStore
+from streams.store import SoleWriterStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,14 @@ async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartitio
     return [TopicPartition(topic, partition) for partition in sorted(found)]
 
 
-async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 5000, show_progress: bool = True) -> int:
+async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 20000, show_progress: bool = True) -> int:
     """Apply the whole events topic to the state; returns the number of records read."""
     redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
     keys = RedisKeys.from_settings(settings)
-    store = StateStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
+    claim_ttl_s = (settings.business.history_retention_days + 2) * 86_400
+    # Onto wiped state the replay is the only writer: it answers its reads itself and overlaps each
+    # Redis commit with the next batch. Continuing (--keep) reads the state like a worker does.
+    store = (SoleWriterStore if wipe else StateStore)(redis, keys, claim_ttl_s=claim_ttl_s)
 
     # Rejects are sent to the dead-letter topic again (same key = source position, so consumers
     # drop repeats): records a worker never saw (an import) must not vanish.
@@ -152,10 +155,17 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 500
                 if messages and messages[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
             if records:
-                await processor.process(records)
+                result = await processor.process(records)
+                if result.rewind:
+                    raise RuntimeError(
+                        f"the state's offsets moved back during the replay ({result.rewind}): another process "
+                        "writes the same state; stop the workers and replay again"
+                    )
                 read += len(records)
                 if progress:
                     progress.advance(len(records))
+        if isinstance(store, SoleWriterStore):
+            await store.flush()
         if progress:
             progress.close()
         return read
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not wipe the state first: continue from the offsets the state holds",
     )
-    parser.add_argument("--batch-size", type=int, default=5000, help="records per state commit (default 5000)")
+    parser.add_argument("--batch-size", type=int, default=20000, help="records per state commit (default 20000)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,12 @@ class Commit:
     """(granularity, bucket) -> end of the bucket (epoch seconds), the score of its keys in the time index."""
     deal_expiry: dict[str, int | None] = field(default_factory=dict)
     """Deal key -> score in the deal index (second after its latest event), None for an open deal (never expires)."""
+    open_deals: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    """Deal id -> (stage entry, latest event) scores of an open deal, None for one not open (deal alert rules)."""
+    deal_activity: dict[str, str] = field(default_factory=dict)
+    """Deal id -> score of its latest call, meeting or proposal in the batch."""
+    feed: bool = True
+    """Write a change-feed entry of the touched day, month and current hashes (replay does not)."""
 
 
 class StateStore:
@@ -154,7 +161,7 @@ class StateStore:
                 increments.append((key, "", "", fields))
             else:
                 increments.append((key, self.keys.bucket_index(granularity), str(end), fields))  # type: ignore[arg-type]
-            if granularity in CHANGE_FEED_GRANULARITIES:
+            if commit.feed and granularity in CHANGE_FEED_GRANULARITIES:
                 touched += (key, scope, granularity, bucket)
         counters = [item for name, value in commit.stats.items() if value for item in (name, str(value))]
         if counters:
@@ -167,6 +174,12 @@ class StateStore:
         args += [self.keys.deal_index, len(commit.deal_expiry)]
         for key, deal_score in commit.deal_expiry.items():
             args += [key, "" if deal_score is None else str(deal_score)]
+        args += [self.keys.open_deals_by_stage_entry, self.keys.open_deals_by_activity, len(commit.open_deals)]
+        for deal_id, times in commit.open_deals.items():
+            args += [deal_id, *(times or ("", ""))]
+        args.append(len(commit.deal_activity))
+        for deal_id, activity_score in commit.deal_activity.items():
+            args += [deal_id, activity_score]
         args.append(len(commit.members))
         for key, member in sorted(commit.members):
             args += [key, member]
@@ -182,3 +195,73 @@ class StateStore:
             raise CommitConflict(f"{reason}: {detail}")
         change_id = result[1]
         return change_id.decode() if isinstance(change_id, bytes) else str(change_id)
+
+
+class SoleWriterStore(StateStore):
+    """The store of a replay onto wiped state: it is the only writer, so it reads nothing back.
+
+    Offsets, claims, the watermark and the deal and customer values are answered from what this
+    store committed itself (a wiped state holds nothing else), and each commit is sent while the
+    caller prepares the next batch: Redis runs one script while Python works on the next batch.
+    Commits still go in order over one chain, and each is still fenced: if another writer touched
+    the state, the commit fails and the replay stops with that error (:meth:`flush` or the next
+    :meth:`commit` raises it).
+    """
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+        super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
+        self._offsets: dict[str, int] = {}
+        self._claims: set[str] = set()
+        self._values: dict[str, bytes] = {}
+        self._watermark_us: int | None = None
+        self._pending: asyncio.Task[str] | None = None
+
+    async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
+        return {name: self._offsets.get(name) for name in fields}
+
+    async def all_offsets(self) -> dict[str, int]:
+        return dict(self._offsets)
+
+    async def watermark_us(self) -> int | None:
+        return self._watermark_us
+
+    async def claimed(self, event_ids: list[str]) -> set[str]:
+        seen = self.keys.seen_event
+        return {event_id for event_id in event_ids if seen(event_id) in self._claims}
+
+    async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
+        found: dict[str, tuple[list[DealEvent], str]] = {}
+        for deal_id in deal_ids:
+            raw = self._values.get(self.keys.deal(deal_id))
+            found[deal_id] = ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(raw)) if raw else ([], "")
+        return found
+
+    async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
+        found: dict[str, tuple[dict[str, list[Win]], str]] = {}
+        for customer_id in customer_ids:
+            raw = self._values.get(self.keys.customer(customer_id))
+            by_deal = orjson.loads(raw) if raw else {}
+            wins = {deal: [Win.from_row(row) for row in rows] for deal, rows in by_deal.items()}
+            found[customer_id] = (wins, digest(raw) if raw else "")
+        return found
+
+    async def commit(self, commit: Commit) -> str:
+        """Queue the commit behind the previous one; returns '' (replay writes no change feed)."""
+        commit.feed = False
+        previous, self._pending = self._pending, None
+        if previous is not None:
+            await previous
+        for tp, (_, new) in commit.offsets.items():
+            self._offsets[tp] = new
+        self._claims.update(commit.claims)
+        self._values.update(commit.values)
+        if commit.watermark_us is not None and (self._watermark_us is None or commit.watermark_us > self._watermark_us):
+            self._watermark_us = commit.watermark_us
+        self._pending = asyncio.ensure_future(super().commit(commit))
+        return ""
+
+    async def flush(self) -> None:
+        """Wait for the last commit (and raise its error, if it failed)."""
+        previous, self._pending = self._pending, None
+        if previous is not None:
+            await previous

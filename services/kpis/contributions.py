@@ -26,6 +26,7 @@ from services.schemas.events import (
     DealCreatedEvent,
     DealLostEvent,
     DealStageChangedEvent,
+    DealWonEvent,
     EventType,
     MeetingEvent,
     amount_units,
@@ -113,6 +114,13 @@ class Calendar:
             if len(self._minutes) > self._CACHE_LIMIT:
                 self._minutes.clear()
             self._minutes[minute] = found
+            # The ends of the UTC-aligned buckets are known here; parsing their labels back costs more.
+            if len(self._ends) > self._CACHE_LIMIT:
+                self._ends.clear()
+            ends = self._ends
+            ends[("minute", found.minute)] = (minute + 1) * 60
+            ends[("hour", found.hour)] = (hour + 1) * 3600
+            ends[("utcday", found.utcday)] = (hour // 24 + 1) * 86_400
         return found
 
     def end_s(self, granularity: str, bucket: str) -> int:
@@ -165,6 +173,9 @@ def activity_contributions(event: CrmEvent, calendar: Calendar, out: Contributio
         _add(out, scopes, buckets, m.PROPOSALS, 1)
 
 
+_WITH_AMOUNT = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent)
+
+
 @dataclass(frozen=True, slots=True)
 class DealEvent:
     """The part of a deal_* event that the deal's history keeps."""
@@ -187,7 +198,7 @@ class DealEvent:
 
     @classmethod
     def from_event(cls, event: CrmEvent) -> DealEvent:
-        amount = getattr(event, "amount", None)
+        amount = event.amount if isinstance(event, _WITH_AMOUNT) else None
         return cls(
             t_us=to_us(event.occurred_at),
             event_id=event.event_id,

@@ -318,7 +318,8 @@ def validate_payload(data: Any, policy: ValidationPolicy) -> CrmEvent:
             for error in exc.errors(include_url=False)
         ]
         raise EventRejected(Rejection(code=RejectCode.SCHEMA_VIOLATION, problems=problems)) from None
-    stage = getattr(event, "stage", None)
+    # (not getattr: a pydantic model without the field takes a slow path to raise AttributeError)
+    stage = event.stage if isinstance(event, (DealCreatedEvent, DealStageChangedEvent)) else None
     if isinstance(event, DealCreatedEvent) and stage is None:
         event = event.model_copy(update={"stage": policy.first_stage})
     elif stage is not None and not policy.is_open_stage(stage):

@@ -57,9 +57,14 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(timeout=30)
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
 
 @contextmanager

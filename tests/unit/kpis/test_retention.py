@@ -138,3 +138,18 @@ def test_a_window_from_the_horizon_on_reads_no_expired_bucket(
 
 def test_every_bucket_granularity_has_a_cutoff() -> None:
     assert set(BUCKET_GRANULARITIES) < set(policy().cutoffs(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    instant=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2060, 1, 1), timezones=st.just(UTC)),
+    zone=st.sampled_from(ZONES),
+)
+def test_the_calendar_knows_the_same_bucket_ends_as_the_labels_say(instant: datetime, zone: ZoneInfo) -> None:
+    # The calendar notes the ends of the UTC-aligned buckets as it makes their labels; they must
+    # agree with the ends parsed back from the labels, which is what the sweeper relies on.
+    calendar = Calendar(zone)
+    buckets = calendar.buckets(to_us(instant))
+    for granularity, label in zip(BUCKET_GRANULARITIES, buckets, strict=True):
+        assert calendar.end_s(granularity, label) == bucket_end_s(granularity, label, zone)
+        assert calendar.end_s(granularity, label) > instant.timestamp()

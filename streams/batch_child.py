@@ -1,0 +1,106 @@
+"""The stream worker's batch process: applies the batches its faust parent hands it.
+
+faust's per-message machinery takes one core's worth of Python; the KPI work (validation,
+contributions, the Redis commit) runs here, in a child process, so the two overlap on
+separate cores. The parent (:class:`streams.offload.BatchOffload`) writes requests to this
+process's stdin and reads replies from its stdout, both as frames (see :mod:`streams.frames`).
+Batches are applied strictly in the order they arrive, exactly as the in-process path would
+apply them: same processor, same fenced commit, same dead-letter topic.
+
+Requests: ``("batch", records, lag, floors)``, ``("forget",)`` (drop cached state after a rebalance),
+``("sync",)`` (answered once everything before it is applied). Replies:
+``("done", accepted, duplicates, rejected, rewind)``, ``("synced",)``, ``("failed", text)``.
+The process ends at end of input, and with its parent (Linux parent-death signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import signal
+import sys
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services import kafka
+from services.settings import load_settings
+from services.topics import RedisKeys
+from streams.dead_letters import KafkaDeadLetters
+from streams.frames import read_frame, write_frame
+from streams.processor import BatchProcessor, RawRecord, apply_until_done
+from streams.store import StateStore
+
+log = logging.getLogger("streams.batch_child")
+
+COMMIT_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (a SIGKILLed worker leaves no orphan)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux: end of input still stops it
+        log.debug("parent-death signal not available")
+
+
+async def serve(reader: asyncio.StreamReader, out: Any) -> None:
+    settings = load_settings()
+    redis = Redis.from_url(settings.redis.url, health_check_interval=10, socket_timeout=COMMIT_TIMEOUT_S)
+    store = StateStore(
+        redis,
+        RedisKeys.from_settings(settings),
+        claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400,
+    )
+    producer = kafka.producer(settings, acks="all")
+    await producer.start()
+    processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
+    try:
+        while True:
+            request = await read_frame(reader)
+            if request is None:
+                return
+            kind = request[0]
+            if kind == "batch":
+                records = [RawRecord(*fields) for fields in request[1]]
+                result = await apply_until_done(processor, records, request[2], request[3])
+                reply: tuple[Any, ...] = ("done", result.accepted, result.duplicates, result.rejected, result.rewind)
+            elif kind == "forget":
+                processor.forget()
+                continue
+            elif kind == "sync":
+                reply = ("synced",)
+            else:
+                reply = ("failed", f"unknown request {kind!r}")
+            write_frame(out, reply)
+            out.flush()
+    finally:
+        await producer.stop()
+        await redis.aclose()
+
+
+async def run() -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    out = sys.stdout.buffer
+    try:
+        await serve(reader, out)
+    except Exception as exc:  # the parent fails the worker with this text; the state is untouched
+        log.exception("batch process failed")
+        write_frame(out, ("failed", f"{type(exc).__name__}: {exc}"))
+        out.flush()
+        return 1
+    return 0
+
+
+def main() -> int:
+    die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

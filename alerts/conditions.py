@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from services.kpis.measures import KpiValues, derive_kpis
+from services.kpis.measures import KpiValues, derive_kpis, derive_pipeline, with_quota
 from services.schemas.alerts import Condition
 
 PERCENT_PLACES = Decimal("0.01")
@@ -28,6 +28,37 @@ def kpi_value(kpis: KpiValues, path: str) -> Decimal | None:
 def measured_value(path: str, measures: Mapping[str, int]) -> Decimal | None:
     """A KPI's value derived from one bucket's additive measures."""
     return kpi_value(derive_kpis(measures), path)
+
+
+def pipeline_value(path: str, current: Mapping[str, int], probabilities: Mapping[str, Decimal]) -> Decimal:
+    """``open_deals``, ``open_pipeline``, ``weighted_pipeline`` (or ``open_deals.<stage>``,
+    ``open_pipeline.<stage>``) of a scope's current-state measures."""
+    pipeline = derive_pipeline(current, probabilities)
+    name, _, stage = path.partition(".")
+    if stage:
+        one = pipeline.stages.get(stage)
+        if one is None:
+            return Decimal(0)
+        return Decimal(one.open_deals) if name == "open_deals" else one.amount
+    if name == "open_deals":
+        return Decimal(pipeline.open_deals)
+    return pipeline.amount if name == "open_pipeline" else pipeline.weighted_pipeline
+
+
+def month_value(
+    path: str,
+    month: Mapping[str, int],
+    current: Mapping[str, int],
+    quota_units: int | None,
+    probabilities: Mapping[str, Decimal],
+) -> Decimal | None:
+    """``quota``, ``quota_attainment`` (None without a quota) or ``forecast`` (the month's revenue so
+    far + the weighted pipeline) of a scope in the current month."""
+    kpis = derive_kpis(month)
+    if path == "forecast":
+        return kpis.revenue + derive_pipeline(current, probabilities).weighted_pipeline
+    with_target = with_quota(kpis, quota_units)
+    return with_target.quota if path == "quota" else with_target.quota_attainment
 
 
 def compared_value(condition: Condition, current: Decimal | None, previous: Decimal | None) -> Decimal | None:

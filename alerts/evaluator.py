@@ -18,15 +18,18 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from alerts.conditions import compared_value, measured_value
+from alerts.conditions import breaches, compared_value, measured_value, month_value, pipeline_value
+from alerts.deals import DealFacts, Index, deal_labels, deal_of_scope, deal_scope, deal_value, index_cutoffs, watches
 from alerts.routing import Group, add_alert, flush, options_for
 from alerts.series import fingerprint, render, selects, series_key, series_labels
 from alerts.state import Observation, SeriesState, Transition, step
 from services.kpis.periods import PeriodKind, local_date, period_of
-from services.schemas.alerts import Acknowledgement, Alert, AlertsConfig, Notification, Rule, Silence
+from services.schemas.alerts import Acknowledgement, Alert, AlertsConfig, Notification, Rule, Silence, kpi_kind
 
 BucketRef = tuple[str, str, str]
-"""(scope, granularity, bucket)"""
+"""(scope, granularity, bucket); current state is (scope, "current", "")"""
+CURRENT = "current"
+"""The granularity of current-state (open pipeline) records on kpi.updates, and the bucket of its series."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class SeriesRecord(BaseModel):
     state: SeriesState = SeriesState()
     fingerprint: str | None = None
     """Of the alert this series last raised (so a removed rule's alert can still be resolved)."""
+    deal: DealFacts | None = None
+    """Deal rules: the deal as last read (None once it left the open pipeline)."""
+    labels: dict[str, str] | None = None
+    """Deal rules: the labels of the alert while pending or firing (a deal that moves keeps its alert's identity)."""
 
 
 @dataclass
@@ -102,6 +109,10 @@ def _text(value: Decimal | None) -> str:
     return "none" if value is None else format(value, "f")
 
 
+def _iso(instant: datetime | None) -> str | None:
+    return None if instant is None else instant.isoformat()
+
+
 class Evaluator:
     """The alerting state of one deployment, advanced by updates and ticks."""
 
@@ -111,8 +122,13 @@ class Evaluator:
         *,
         series: Mapping[str, SeriesRecord] | None = None,
         groups: Mapping[str, Group] | None = None,
+        probabilities: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.zone = zone
+        self.probabilities: dict[str, Decimal] = dict(probabilities or {})
+        """Win probability per funnel stage (weighted pipeline, forecast)."""
+        self.quotas: dict[str, int | None] = {}
+        """Scope -> its quota of the current month (money units), set by the worker for quota rules."""
         self.series: dict[str, SeriesRecord] = dict(series or {})
         self.groups: dict[str, Group] = dict(groups or {})
         self.config = AlertsConfig()
@@ -146,12 +162,24 @@ class Evaluator:
         rules, and the current buckets of series whose period rolled over."""
         needed: set[BucketRef] = set()
         change_periods = {rule.period for rule in self.rules.values() if rule.condition.compare != "value"}
+        forecasts = any(rule.kpi == "forecast" for rule in self.rules.values())
+        month = current_bucket("month", now, self.zone)
         for update in updates:
             if update.granularity in change_periods:
                 needed.add((update.scope, update.granularity, previous_bucket(update.granularity, update.bucket)))
+            if forecasts and update.granularity == "month":
+                needed.add((update.scope, CURRENT, ""))
+            if forecasts and update.granularity == CURRENT:
+                needed.add((update.scope, "month", month))
         for record in self.series.values():
             rule = self.rules.get(record.rule_id)
             if rule is None:
+                continue
+            kind = kpi_kind(rule.kpi)
+            if kind == "deal":
+                continue
+            if kind != "period":
+                needed |= self._inputs(rule, record.scope, now)
                 continue
             bucket = current_bucket(rule.period, now, self.zone)
             if record.bucket != bucket:
@@ -159,6 +187,35 @@ class Evaluator:
                 if rule.condition.compare != "value":
                     needed.add((record.scope, rule.period, previous_bucket(rule.period, bucket)))
         return needed
+
+    def quota_scopes(self, updates: Iterable[KpiUpdate]) -> set[str]:
+        """Scopes whose quota of the current month the quota rules need (``self.quotas``)."""
+        quota_rules = [rule for rule in self.rules.values() if rule.kpi in ("quota", "quota_attainment")]
+        if not quota_rules:
+            return set()
+        scopes = {record.scope for record in self.series.values() if record.rule_id in {r.id for r in quota_rules}}
+        return scopes | {update.scope for update in updates if update.granularity == "month"}
+
+    def deal_queries(self, now: datetime) -> dict[Index, datetime]:
+        """Per deal index, the latest score of a deal some deal rule could breach with (read those)."""
+        return index_cutoffs(self.rules.values(), now)
+
+    def deal_series_ids(self) -> set[str]:
+        """The deals that have a series: read them too, to see them move or close."""
+        return {deal_id for record in self.series.values() if (deal_id := deal_of_scope(record.scope)) is not None}
+
+    def _inputs(self, rule: Rule, scope: str, now: datetime) -> set[BucketRef]:
+        """The buckets a pipeline or month KPI of a scope is computed from now."""
+        needed: set[BucketRef] = set()
+        if rule.kpi == "forecast" or kpi_kind(rule.kpi) == "pipeline":
+            needed.add((scope, CURRENT, ""))
+        if kpi_kind(rule.kpi) == "month":
+            needed.add((scope, "month", current_bucket("month", now, self.zone)))
+        return needed
+
+    def _bucket(self, rule: Rule, now: datetime) -> str:
+        """The bucket a series of the rule watches now (current state has one)."""
+        return CURRENT if kpi_kind(rule.kpi) == "pipeline" else current_bucket(rule.period, now, self.zone)
 
     # -- evaluation --
 
@@ -169,22 +226,63 @@ class Evaluator:
         measures: Mapping[BucketRef, Mapping[str, int]],
         team_members: Mapping[str, frozenset[str]],
     ) -> None:
-        """Evaluate the rules that watch this update's scope and period, if it is of the current period."""
-        if update.granularity not in ("day", "month"):
+        """Evaluate the rules that watch this update's scope and period, if it is of the current period
+        (or of the current state: pipeline KPIs and the forecast)."""
+        if update.granularity == CURRENT:
+            pass
+        elif update.granularity not in ("day", "month"):
             return
-        if update.bucket != current_bucket(update.granularity, now, self.zone):
+        elif update.bucket != current_bucket(update.granularity, now, self.zone):
             return  # a late change to a past period: alerts watch the current one
+        inputs = {**measures, (update.scope, update.granularity, update.bucket): update.measures}
         for rule in self.rules.values():
-            if rule.period != update.granularity or not selects(rule.scope, update.scope, team_members):
+            kind = kpi_kind(rule.kpi)
+            if kind == "deal" or not selects(rule.scope, update.scope, team_members):
                 continue
+            if update.granularity == CURRENT:
+                if not (kind == "pipeline" or rule.kpi == "forecast"):
+                    continue
+            elif kind == "pipeline" or rule.period != update.granularity:
+                continue
+            bucket = self._bucket(rule, now)
             key = series_key(rule.id, update.scope)
             record = self.series.get(key)
-            if record is not None and record.bucket == update.bucket and seq_order(update.seq) <= seq_order(record.seq):
-                continue  # delivered again (at least once): already applied
-            previous = measures.get((update.scope, update.granularity, previous_bucket(rule.period, update.bucket)), {})
-            value = self._value(rule, update.measures, previous)
-            base = record or SeriesRecord(rule_id=rule.id, scope=update.scope, bucket=update.bucket)
-            self._observe(rule, base.model_copy(update={"bucket": update.bucket, "seq": update.seq}), value, now)
+            # Delivered again (at least once): already applied. A forecast reads two records of one
+            # change (month and current state, same seq): it takes both.
+            if record is not None and record.bucket == bucket:
+                seen = seq_order(update.seq), seq_order(record.seq)
+                if seen[0] < seen[1] or (seen[0] == seen[1] and rule.kpi != "forecast"):
+                    continue
+            value = self._value(rule, update.scope, bucket, inputs)
+            base = record or SeriesRecord(rule_id=rule.id, scope=update.scope, bucket=bucket)
+            self._observe(rule, base.model_copy(update={"bucket": bucket, "seq": update.seq}), value, now)
+
+    def apply_deals(
+        self, now: datetime, deals: Mapping[str, DealFacts | None], team_members: Mapping[str, frozenset[str]]
+    ) -> None:
+        """Evaluate the deal rules on the deals read from the open-deal indexes (None: no longer open).
+
+        ``deals`` holds every deal some rule could breach with (``deal_queries``) and every deal with a
+        series (``deal_series_ids``). A deal a rule no longer watches (closed, or moved out of its
+        stages or scope) has no value for it: its alert resolves.
+        """
+        del team_members  # deal rules select by the deal's own team (docs/alerts.md)
+        for rule in self.rules.values():
+            if kpi_kind(rule.kpi) != "deal":
+                continue
+            for deal_id, facts in sorted(deals.items()):
+                key = series_key(rule.id, deal_scope(deal_id))
+                record = self.series.get(key)
+                watched = facts is not None and watches(rule, facts)
+                value = deal_value(rule, facts, now) if facts is not None and watched else None
+                if record is None and (value is None or not breaches(rule.condition, value)):
+                    continue  # a young deal: no series until it breaches
+                base = record or SeriesRecord(rule_id=rule.id, scope=deal_scope(deal_id), bucket="")
+                self._observe(rule, base.model_copy(update={"deal": facts if watched else None}), value, now)
+                if self.series[key].state.status in ("ok", "resolved"):
+                    # Nothing pending or firing: forget the deal until it breaches again (closed deals go).
+                    del self.series[key]
+                    self.changes.series[key] = None
 
     def tick(
         self,
@@ -197,15 +295,20 @@ class Evaluator:
             if rule is None:
                 self._drop(key, record, now)
                 continue
-            bucket = current_bucket(rule.period, now, self.zone)
-            if record.bucket == bucket:
+            kind = kpi_kind(rule.kpi)
+            if kind == "deal":
+                value = deal_value(rule, record.deal, now) if record.deal is not None else None
+                self._observe(rule, record, value, now)
+                continue
+            bucket = self._bucket(rule, now)
+            if record.bucket == bucket and kind == "period":
                 value = record.state.value
                 updated = record
             else:
-                current = measures.get((record.scope, rule.period, bucket), {})
-                previous = measures.get((record.scope, rule.period, previous_bucket(rule.period, bucket)), {})
-                value = self._value(rule, current, previous)
-                updated = record.model_copy(update={"bucket": bucket, "seq": None})
+                # Pipeline and month KPIs are computed again: a quota, or the other input, may have moved.
+                value = self._value(rule, record.scope, bucket, measures)
+                same = record.bucket == bucket
+                updated = record if same else record.model_copy(update={"bucket": bucket, "seq": None})
             self._observe(rule, updated, value, now)
         self.flush_groups(now)
 
@@ -246,11 +349,22 @@ class Evaluator:
 
     # -- internals --
 
-    @staticmethod
-    def _value(rule: Rule, current: Mapping[str, int], previous: Mapping[str, int]) -> Decimal | None:
-        now_value = measured_value(rule.kpi, current)
-        before = measured_value(rule.kpi, previous) if rule.condition.compare != "value" else None
-        return compared_value(rule.condition, now_value, before)
+    def _value(
+        self, rule: Rule, scope: str, bucket: str, measures: Mapping[BucketRef, Mapping[str, int]]
+    ) -> Decimal | None:
+        """The compared value of a rule's series in a bucket, from the measures at hand."""
+        kind = kpi_kind(rule.kpi)
+        current_state = measures.get((scope, CURRENT, ""), {})
+        if kind == "pipeline":
+            return pipeline_value(rule.kpi, current_state, self.probabilities)
+        if kind == "month":
+            month = measures.get((scope, "month", bucket), {})
+            return month_value(rule.kpi, month, current_state, self.quotas.get(scope), self.probabilities)
+        now_value = measured_value(rule.kpi, measures.get((scope, rule.period, bucket), {}))
+        if rule.condition.compare == "value":
+            return compared_value(rule.condition, now_value, None)
+        previous = measures.get((scope, rule.period, previous_bucket(rule.period, bucket)), {})
+        return compared_value(rule.condition, now_value, measured_value(rule.kpi, previous))
 
     def _active(self, rule: Rule, now: datetime) -> bool:
         return rule.active_hours is None or rule.active_hours.contains(now.astimezone(self.zone))
@@ -274,14 +388,35 @@ class Evaluator:
         ):
             self.changes.series[key] = after
         if transition is not None:
-            fp = self._record_transition(rule, record.scope, before, state, transition, now)
-            self.series[key] = self.changes.series[key] = after.model_copy(update={"fingerprint": fp})
+            labels = self._labels(rule, after)
+            fp = self._record_transition(rule, record.scope, labels, before, state, transition, now)
+            episode = labels if after.deal is not None and state.status in ("pending", "firing") else None
+            self.series[key] = self.changes.series[key] = after.model_copy(
+                update={"fingerprint": fp, "labels": episode}
+            )
+
+    @staticmethod
+    def _labels(rule: Rule, record: SeriesRecord) -> dict[str, str]:
+        """The labels of the series' alert: a deal alert keeps those it began with until it ends."""
+        if record.labels is not None:
+            return record.labels
+        if deal_of_scope(record.scope) is not None:
+            if record.deal is not None:
+                return deal_labels(rule, record.deal)
+            return {"alertname": rule.name, "rule_id": rule.id, "scope": record.scope, "scope_kind": "deal"}
+        return series_labels(rule, record.scope)
 
     def _record_transition(
-        self, rule: Rule, scope: str, before: SeriesState, state: SeriesState, transition: Transition, now: datetime
+        self,
+        rule: Rule,
+        scope: str,
+        labels: dict[str, str],
+        before: SeriesState,
+        state: SeriesState,
+        transition: Transition,
+        now: datetime,
     ) -> str:
         """Record a transition (history, active alerts, groups); the alert's fingerprint."""
-        labels = series_labels(rule, scope)
         fp = fingerprint(labels)
         value_text = _text(transition.value)
         fields = {
@@ -290,7 +425,11 @@ class Evaluator:
             "kpi": rule.kpi,
             "scope": scope,
             "scope_kind": labels["scope_kind"],
-            "scope_id": labels.get(labels["scope_kind"], "all"),
+            "scope_id": labels.get("deal_id") or labels.get(labels["scope_kind"], "all"),
+            "deal_id": labels.get("deal_id", ""),
+            "stage": labels.get("stage", ""),
+            "manager": labels.get("manager", ""),
+            "team": labels.get("team", ""),
             "period": rule.period,
             "value": value_text,
             "threshold": format(rule.condition.threshold, "f"),
@@ -315,6 +454,16 @@ class Evaluator:
                 "reason": transition.reason,
                 "value": None if transition.value is None else value_text,
                 "labels": labels,
+                # What a ticker shows without looking the rule up (it may have changed or gone since).
+                "rule_name": rule.name,
+                "severity": rule.severity,
+                "kpi": rule.kpi,
+                "op": rule.condition.op,
+                "threshold": fields["threshold"],
+                "recovery_threshold": fields["recovery_threshold"],
+                "compare": rule.condition.compare,
+                "message": annotations["summary"],
+                "starts_at": _iso(state.active_at or before.active_at),
             }
         )
         if state.status in ("pending", "firing"):

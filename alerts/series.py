@@ -39,19 +39,20 @@ def series_key(rule_id: str, scope: str) -> str:
     return f"{rule_id}|{scope}"
 
 
+def rule_labels(rule: Rule, scope: str, scope_kind: str) -> dict[str, str]:
+    """The rule's labels, then those every alert of it has (these win)."""
+    labels = dict(rule.labels)
+    labels.update(
+        alertname=rule.name, rule_id=rule.id, severity=rule.severity, kpi=rule.kpi, scope=scope, scope_kind=scope_kind
+    )
+    return labels
+
+
 def series_labels(rule: Rule, scope: str) -> dict[str, str]:
     """The alert's labels: the rule's, then the ones that identify the series (these win)."""
     kind, scope_id = parse_scope(scope)
-    labels = dict(rule.labels)
-    labels.update(
-        alertname=rule.name,
-        rule_id=rule.id,
-        severity=rule.severity,
-        kpi=rule.kpi,
-        period=rule.period,
-        scope=scope,
-        scope_kind=kind,
-    )
+    labels = rule_labels(rule, scope, kind)
+    labels["period"] = rule.period
     if kind in ("manager", "team"):
         labels[kind] = scope_id
     if rule.scope.team is not None:

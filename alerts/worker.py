@@ -21,25 +21,35 @@ import sys
 import time
 from collections.abc import Mapping
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from alerts import metrics
-from alerts.evaluator import BucketRef, Evaluator, KpiUpdate, current_bucket, previous_bucket, utc_now
+from alerts.deals import DealFacts
+from alerts.evaluator import CURRENT, BucketRef, Evaluator, KpiUpdate, current_bucket, previous_bucket, utc_now
 from alerts.outbox import OutboxRelay, ReceiverSender
 from alerts.receivers import deliver
 from alerts.rules import load_config, merge_rules
 from alerts.store import LEASE_S, AlertStore
-from services.alert_config import read_dynamic
+from services.alert_config import read_dynamic, restore_alert_config
 from services.kafka import admin, ensure_topics
 from services.kafka import consumer as kafka_consumer
 from services.kafka import producer as kafka_producer
+from services.kpis.contributions import DealEvent, from_us
+from services.kpis.deal_clock import US_PER_S, deal_clock
 from services.kpis.measures import decode_hash
+from services.quotas import scope_quota_units
 from services.schemas.alerts import AlertsConfig, Notification, Receiver
 from services.settings import Settings, load_settings
 from services.topics import AlertNames, RedisKeys
 
 log = logging.getLogger("alerts.worker")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
 
 OUTBOX_PARTITIONS = 1
 """Notifications are few; one partition keeps each receiver's in order."""
@@ -55,7 +65,10 @@ class AlertsWorker:
         self.names = AlertNames.from_settings(settings)
         self.keys = RedisKeys.from_settings(settings)
         self.store = AlertStore(redis, self.names, history_maxlen=settings.alerts.history_maxlen)
-        self.evaluator = Evaluator(settings.business.zone)
+        self.evaluator = Evaluator(
+            settings.business.zone,
+            probabilities={stage.name: stage.probability for stage in settings.business.funnel},
+        )
         self.measures: dict[BucketRef, dict[str, int]] = {}
         self.team_members: dict[str, frozenset[str]] = {}
 
@@ -77,7 +90,10 @@ class AlertsWorker:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope, granularity, bucket in missing:
-                pipe.hgetall(self.keys.bucket(scope, granularity, bucket))  # type: ignore[arg-type]
+                if granularity == CURRENT:
+                    pipe.hgetall(self.keys.current(scope))
+                else:
+                    pipe.hgetall(self.keys.bucket(scope, granularity, bucket))  # type: ignore[arg-type]
             rows = await pipe.execute()
         for ref, raw in zip(missing, rows, strict=True):
             self.measures[ref] = decode_hash(raw)
@@ -88,10 +104,74 @@ class AlertsWorker:
         for period in ("day", "month"):
             bucket = current_bucket(period, now, self.settings.business.zone)
             keep |= {(period, bucket), (period, previous_bucket(period, bucket))}
+        keep.add((CURRENT, ""))
         self.measures = {ref: m for ref, m in self.measures.items() if (ref[1], ref[2]) in keep}
 
-    async def evaluate(self, records: list[tuple[str, int, bytes]], offsets: Mapping[str, int]) -> dict[str, int]:
-        """Evaluate a batch of kpi.updates records and the clock, and commit; the new offsets."""
+    async def fetch_quotas(self, scopes: set[str]) -> None:
+        """The current month's quota of each scope a quota rule watches (read again at every evaluation:
+        quota changes reach Redis, not kpi.updates)."""
+        if not scopes:
+            self.evaluator.quotas = {}
+            return
+        month = current_bucket("month", utc_now(), self.settings.business.zone)
+        teams = sorted({scope[2:] for scope in scopes if scope.startswith("t:")})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.quotas(month))
+            for team in teams:
+                pipe.smembers(self.keys.team_month_managers(team, month))
+            raw = await pipe.execute()
+        month_quotas = decode_hash(raw[0])
+        members = {team: [_text(m) for m in found] for team, found in zip(teams, raw[1:], strict=True)}
+        quotas: dict[str, int | None] = {}
+        for scope in scopes:
+            if scope == "c":
+                quotas[scope] = scope_quota_units("company", "all", month_quotas)
+            elif scope.startswith("t:"):
+                quotas[scope] = scope_quota_units("team", scope[2:], month_quotas, members.get(scope[2:], ()))
+            elif scope.startswith("m:"):
+                quotas[scope] = scope_quota_units("manager", scope[2:], month_quotas)
+        self.evaluator.quotas = quotas
+
+    async def read_deals(self) -> dict[str, DealFacts | None]:
+        """The open deals some deal rule could breach with, and those with a series (None: not open)."""
+        cutoffs = self.evaluator.deal_queries(utc_now())
+        wanted = set(self.evaluator.deal_series_ids())
+        indexes = {"stage": self.keys.open_deals_by_stage_entry, "activity": self.keys.open_deals_by_activity}
+        for index, cutoff in cutoffs.items():
+            found = await self.redis.zrangebyscore(indexes[index], "-inf", cutoff.timestamp())
+            wanted |= {_text(deal_id) for deal_id in found if isinstance(deal_id, bytes | str)}
+        if not wanted:
+            return {}
+        ids = sorted(wanted)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zmscore(self.keys.open_deals_by_activity, ids)
+            pipe.mget([self.keys.deal(deal_id) for deal_id in ids])
+            activity, histories = await pipe.execute()
+        deals: dict[str, DealFacts | None] = {}
+        for deal_id, active_s, raw in zip(ids, activity, histories, strict=True):
+            clock = deal_clock(DealEvent.from_row(row) for row in orjson.loads(raw)) if raw else None
+            if clock is None or active_s is None:
+                deals[deal_id] = None
+                continue
+            latest_us = max(clock.latest_us, round(float(active_s) * US_PER_S))
+            deals[deal_id] = DealFacts(
+                deal_id=deal_id,
+                stage=clock.stage,
+                stage_since=from_us(clock.stage_since_us),
+                last_activity=from_us(latest_us),
+                manager_id=clock.manager_id,
+                team_id=clock.team_id,
+            )
+        return deals
+
+    async def evaluate(
+        self,
+        records: list[tuple[str, int, bytes]],
+        offsets: Mapping[str, int],
+        deals: Mapping[str, DealFacts | None] | None = None,
+    ) -> dict[str, int]:
+        """Evaluate a batch of kpi.updates records, the open deals read (if any) and the clock, and
+        commit; the new offsets."""
         began = time.perf_counter()
         now = utc_now()
         updates: list[KpiUpdate] = []
@@ -103,11 +183,14 @@ class AlertsWorker:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("skipping malformed kpi.updates record %s@%d: %r", tp, offset, exc)
         for update in updates:
-            if update.granularity in ("day", "month"):
+            if update.granularity in ("day", "month", CURRENT):
                 self.measures[(update.scope, update.granularity, update.bucket)] = update.measures
         await self.fetch_measures(self.evaluator.needed_buckets(updates, now))
+        await self.fetch_quotas(self.evaluator.quota_scopes(updates))
         for update in updates:
             self.evaluator.apply_update(update, now, self.measures, self.team_members)
+        if deals is not None:
+            self.evaluator.apply_deals(now, deals, self.team_members)
         self.evaluator.tick(now, self.measures)
         changes = self.evaluator.take_changes()
         moved = {tp: (offsets.get(tp), new) for tp, new in new_offsets.items() if offsets.get(tp) != new}
@@ -157,6 +240,8 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
     redis = Redis.from_url(settings.redis.url, health_check_interval=10)
     worker = AlertsWorker(settings, config, redis)
     await _wait_for_lease(worker.store)
+    restored = await restore_alert_config(settings, redis)
+    log.info("alert rules, silences and acks: %d in the config topic, mirrored to Redis", restored)
     series, groups = await worker.store.load()
     worker.evaluator.series, worker.evaluator.groups = series, groups
     offsets = await worker.store.offsets()
@@ -200,6 +285,7 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
             tasks.append(asyncio.create_task(_sender(settings, redis, names, sender_consumer, receiver).run()))
         interval = settings.alerts.evaluation_interval_s
         last_refresh = 0.0
+        last_deals = 0.0
         while True:
             for task in tasks:
                 if task.done():
@@ -219,7 +305,11 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
             ]
             if records:
                 log.debug("evaluating %d kpi.updates records", len(records))
-            offsets = await worker.evaluate(records, offsets)
+            deals = None
+            if time.monotonic() - last_deals >= settings.alerts.deal_evaluation_interval_s:
+                deals = await worker.read_deals()
+                last_deals = time.monotonic()
+            offsets = await worker.evaluate(records, offsets, deals)
     finally:
         for task in tasks:
             task.cancel()

@@ -7,10 +7,10 @@ async code); use them as ``async with producer(settings) as p: ...``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -111,14 +111,50 @@ async def ensure_quotas_topic(settings: Settings) -> list[str]:
     return await ensure_topics(settings, [Topics.from_settings(settings).quotas], QUOTAS_PARTITIONS, COMPACTED)
 
 
+async def ensure_alert_config_topic(settings: Settings) -> list[str]:
+    """Create the compacted topic of the alert rules, silences and acks written over the API if missing."""
+    return await ensure_topics(settings, [settings.alerts.config_topic], QUOTAS_PARTITIONS, COMPACTED)
+
+
 async def ensure_product_topics(settings: Settings) -> list[str]:
     """Create the product's topics if missing: events and dead letters kept forever, KPI updates,
-    and the compacted quotas topic."""
+    and the compacted quotas and alert configuration topics."""
     topics = Topics.from_settings(settings)
     created = await ensure_topics(settings, [topics.events, topics.dlq], settings.kafka.partitions, KEEP_FOREVER)
     created += await ensure_topics(settings, [topics.kpi_updates], settings.kafka.partitions)
     created += await ensure_quotas_topic(settings)
+    created += await ensure_alert_config_topic(settings)
     return created
+
+
+async def records_to_end(settings: Settings, topic: str) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic from its beginning to its end as of the call, partition by partition in
+    offset order (to rebuild state from a compacted topic). A missing topic has none."""
+    partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
+    if not partitions:
+        return
+    reader = AIOKafkaConsumer(  # no group: it reads the whole topic and commits nothing
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="crm-pulse-restore",
+    )
+    await reader.start()
+    try:
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        pending = {tp for tp in partitions if await reader.position(tp) < ends[tp]}
+        while pending:
+            fetched = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    if message.offset < ends[tp]:
+                        yield message
+            pending = {tp for tp in pending if await reader.position(tp) < ends[tp]}
+    finally:
+        await reader.stop()
 
 
 class LazyProducer:

@@ -16,11 +16,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from services.kafka import LazyProducer, TopicCreationError, ensure_quotas_topic, partition_ids
+from services.compacted_mirror import MirroredChange, apply_newer
+from services.kafka import LazyProducer, TopicCreationError, ensure_quotas_topic, records_to_end
 from services.kpis.measures import decode_hash
 from services.quotas import InvalidQuota, Quota, QuotaChange, QuotaError, decode_quota_record, scope_quota_units
 from services.schemas.events import units_to_decimal
@@ -28,30 +28,6 @@ from services.settings import Settings
 from services.topics import RedisKeys, ScopeKind, Topics
 
 log = logging.getLogger(__name__)
-
-APPLY_CHUNK = 1000
-"""Changes applied to Redis per script call."""
-
-# KEYS[1]: the offsets hash; KEYS[1 + i]: the month hash of change i.
-# ARGV[4i-3 .. 4i]: record key, manager id, topic offset, units ("" for a delete).
-_APPLY_NEWER = """
-local applied = 0
-for i = 1, #KEYS - 1 do
-  local base = (i - 1) * 4
-  local offset = tonumber(ARGV[base + 3])
-  local seen = redis.call('HGET', KEYS[1], ARGV[base + 1])
-  if (not seen) or tonumber(seen) < offset then
-    redis.call('HSET', KEYS[1], ARGV[base + 1], ARGV[base + 3])
-    if ARGV[base + 4] == '' then
-      redis.call('HDEL', KEYS[1 + i], ARGV[base + 2])
-    else
-      redis.call('HSET', KEYS[1 + i], ARGV[base + 2], ARGV[base + 4])
-    end
-    applied = applied + 1
-  end
-end
-return applied
-"""
 
 
 class QuotaLogUnavailable(QuotaError):
@@ -61,17 +37,17 @@ class QuotaLogUnavailable(QuotaError):
 async def apply_changes(redis: Redis, keys: RedisKeys, changes: Sequence[tuple[QuotaChange, int]]) -> int:
     """Mirror (change, topic offset) pairs into Redis, skipping any older than what its key holds;
     returns how many were applied."""
-    script = redis.register_script(_APPLY_NEWER)
-    applied = 0
-    for start in range(0, len(changes), APPLY_CHUNK):
-        chunk = changes[start : start + APPLY_CHUNK]
-        args: list[str | int] = []
-        for change, offset in chunk:
-            units = str(change.quota.units) if change.quota is not None else ""
-            args += [change.key, change.manager_id, offset, units]
-        result = await script(keys=[keys.quota_offsets, *(keys.quotas(change.month) for change, _ in chunk)], args=args)
-        applied += int(result)
-    return applied
+    mirrored = [
+        MirroredChange(
+            change.key,
+            keys.quotas(change.month),
+            change.manager_id,
+            offset,
+            str(change.quota.units) if change.quota is not None else None,
+        )
+        for change, offset in changes
+    ]
+    return await apply_newer(redis, keys.quota_offsets, mirrored)
 
 
 class QuotaWriter:
@@ -190,41 +166,16 @@ async def read_quota_log(settings: Settings) -> dict[str, tuple[QuotaChange, int
     Records that do not follow the quota format are logged and skipped. A missing topic reads as empty.
     """
     topic = Topics.from_settings(settings).quotas
-    partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
-    if not partitions:
-        log.warning("quotas topic %s does not exist: no quotas to restore", topic)
-        return {}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id="crm-pulse-quotas",
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        latest: dict[str, tuple[QuotaChange, int]] = {}
-        pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        while pending:
-            fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
-            for tp, messages in fetched.items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        continue
-                    try:
-                        change = decode_quota_record(message.key, message.value)
-                    except InvalidQuota as exc:
-                        where = f"{topic}:{tp.partition} offset {message.offset}"
-                        log.warning("skipping the quota record at %s: %s", where, exc)
-                        continue
-                    latest[change.key] = (change, message.offset)
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-        return latest
-    finally:
-        await consumer.stop()
+    latest: dict[str, tuple[QuotaChange, int]] = {}
+    async for message in records_to_end(settings, topic):
+        try:
+            change = decode_quota_record(message.key, message.value)
+        except InvalidQuota as exc:
+            where = f"{topic}:{message.partition} offset {message.offset}"
+            log.warning("skipping the quota record at %s: %s", where, exc)
+            continue
+        latest[change.key] = (change, message.offset)
+    return latest
 
 
 async def restore_quotas(settings: Settings, redis: Redis) -> int:

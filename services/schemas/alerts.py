@@ -71,6 +71,14 @@ FAMILY_KPIS = ("stage_entries", "lost_by_reason")
 """KPIs keyed by a name, watched as ``stage_entries.qualified`` or ``lost_by_reason.price``."""
 SOURCE_KPIS = ("deals_created", "deals_won", "revenue", "win_share")
 """Per lead source, watched as ``by_source.<source>.<kpi>``."""
+PIPELINE_KPIS = ("open_deals", "open_pipeline", "weighted_pipeline")
+"""Current state, not a period: the scope's open deals, their amount, the sum of amount x stage probability;
+``open_deals.<stage>`` and ``open_pipeline.<stage>`` watch one stage."""
+MONTH_KPIS = ("quota", "quota_attainment", "forecast")
+"""Of the current month only (``period: month``): the quota, revenue / quota, revenue + weighted pipeline."""
+DEAL_KPIS = ("deal.days_in_stage", "deal.days_idle")
+"""Deal rules, one series per open deal: days since it entered its stage, days since its latest event or
+activity (a call, meeting or proposal carrying its deal_id)."""
 
 Operator = Literal[">", ">=", "<", "<=", "crosses_above", "crosses_below"]
 Compare = Literal["value", "change", "change_pct"]
@@ -83,16 +91,33 @@ RulePeriod = Literal["day", "month"]
 def check_kpi(name: str) -> str:
     """A KPI path a rule may watch, or ValueError naming the choices."""
     parts = name.split(".")
-    if len(parts) == 1 and name in SCALAR_KPIS:
+    if len(parts) == 1 and name in (*SCALAR_KPIS, *PIPELINE_KPIS, *MONTH_KPIS):
+        return name
+    if name in DEAL_KPIS:
+        return name
+    if len(parts) == 2 and parts[0] in ("open_deals", "open_pipeline") and parts[1]:
         return name
     if len(parts) == 2 and parts[0] in FAMILY_KPIS and parts[1]:
         return name
     if len(parts) == 3 and parts[0] == "by_source" and parts[1] and parts[2] in SOURCE_KPIS:
         return name
     raise ValueError(
-        f"unknown KPI {name!r}: use one of {', '.join(SCALAR_KPIS)}, "
-        f"{' or '.join(f'{family}.<name>' for family in FAMILY_KPIS)}, or by_source.<source>.<{'|'.join(SOURCE_KPIS)}>"
+        f"unknown KPI {name!r}: use one of {', '.join((*SCALAR_KPIS, *PIPELINE_KPIS, *MONTH_KPIS, *DEAL_KPIS))}, "
+        f"{' or '.join(f'{family}.<name>' for family in FAMILY_KPIS)}, open_deals.<stage>, open_pipeline.<stage>, "
+        f"or by_source.<source>.<{'|'.join(SOURCE_KPIS)}>"
     )
+
+
+def kpi_kind(name: str) -> Literal["period", "pipeline", "month", "deal"]:
+    """What a rule's KPI is computed from: period buckets, current state, the month (with quota or
+    pipeline), or one open deal's clock."""
+    if name in DEAL_KPIS:
+        return "deal"
+    if name in MONTH_KPIS:
+        return "month"
+    if name.split(".")[0] in PIPELINE_KPIS:
+        return "pipeline"
+    return "period"
 
 
 class Condition(_Model):
@@ -185,11 +210,25 @@ class Rule(_Model):
     )
     description: str = Field("", max_length=10_000)
     enabled: bool = True
+    stages: tuple[str, ...] = Field((), description="deal rules: only deals in these stages (none = every stage)")
 
     @field_validator("kpi")
     @classmethod
     def _known_kpi(cls, value: str) -> str:
         return check_kpi(value)
+
+    @model_validator(mode="after")
+    def _fits_the_kpi(self) -> Rule:
+        kind = kpi_kind(self.kpi)
+        if kind != "period" and self.condition.compare != "value":
+            raise ValueError(f"KPI {self.kpi!r} is watched by its value: compare must be 'value'")
+        if kind == "month" and self.period != "month":
+            raise ValueError(f"KPI {self.kpi!r} is a month's: set period: month")
+        if kind == "deal" and self.condition.op not in (">", ">="):
+            raise ValueError(f"a deal rule fires when a deal is too old: use op '>' or '>=', not {self.condition.op!r}")
+        if self.stages and kind != "deal":
+            raise ValueError(f"'stages' filters the deals of a deal rule; KPI {self.kpi!r} is not one")
+        return self
 
     @field_validator("labels")
     @classmethod

@@ -1,13 +1,17 @@
-"""Alert rules, silences, acknowledgements and history over the API (real Redis)."""
+"""Alert rules, silences, acknowledgements and history over the API (real Kafka and Redis: the
+changes go through the compacted alerting config topic)."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
 
 import orjson
 import pytest
 
 from services.settings import Settings
 from services.topics import AlertNames
-from tests.integration.api_harness import isolated_settings, running_api
+from tests.integration.api_harness import running_api
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.api_harness"]
@@ -24,8 +28,8 @@ RULE = {
 }
 
 
-async def test_rule_crud(redis_url: str) -> None:
-    settings: Settings = isolated_settings(redis_url)
+async def test_rule_crud(make_settings: Callable[..., Settings]) -> None:
+    settings: Settings = make_settings(alerts={"config_topic": f"alerts.config.{uuid.uuid4().hex[:8]}"})
     async with running_api(settings) as api:
         assert (await api.http.get("/api/v1/alerts/rules")).json() == {"rules": []}
         created = await api.http.put("/api/v1/alerts/rules/low-win-rate", json=RULE)
@@ -47,8 +51,8 @@ async def test_rule_crud(redis_url: str) -> None:
         assert (await api.http.get("/api/v1/alerts/rules/low-win-rate")).status_code == 404
 
 
-async def test_silences_acks_and_history(redis_url: str) -> None:
-    settings: Settings = isolated_settings(redis_url)
+async def test_silences_acks_and_history(make_settings: Callable[..., Settings]) -> None:
+    settings: Settings = make_settings(alerts={"config_topic": f"alerts.config.{uuid.uuid4().hex[:8]}"})
     names = AlertNames.from_settings(settings)
     async with running_api(settings) as api:
         silence = {

@@ -59,4 +59,11 @@ def test_the_documented_example_is_valid() -> None:
     example = re.search(r"```yaml\n(.*?)```", text, re.S)
     assert example is not None
     config = parse_config(yaml.safe_load(example.group(1)))
-    assert [rule.id for rule in config.rules] == ["low-win-rate", "company-revenue-100k", "calls-drop"]
+    assert [rule.id for rule in config.rules] == [
+        "low-win-rate",
+        "company-revenue-100k",
+        "calls-drop",
+        "behind-quota",
+        "thin-pipeline",
+        "stuck-in-negotiation",
+    ]

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from dashboard_api.auth import AUTH_RESPONSES, Access, get_principal, redact_tokens_in_server_logs
 from dashboard_api.broadcaster import ChangeBroadcaster
 from dashboard_api.metrics import ApiMetrics
 from dashboard_api.publisher import EventPublisher
@@ -32,12 +33,16 @@ from dashboard_api.routers import (
     metrics,
     pipeline,
     quotas,
+    series,
+    tokens,
 )
 from dashboard_api.routers.display import STATIC_DIR
+from services.alert_config import AlertConfigWriter
 from services.quota_store import QuotaWriter
 from services.redis import redis_client
 from services.settings import Settings, load_settings
-from services.topics import RedisKeys
+from services.token_store import TokenStore
+from services.topics import AlertNames, AuthKeys, RedisKeys
 
 API_PREFIX = "/api/v1"
 
@@ -57,6 +62,10 @@ Real-time CRM KPIs computed by the CRM Pulse stream worker from the events in Ka
 * **operations**: `/healthz` and Prometheus `/metrics`.
 
 Money amounts are exact decimals in the reporting currency, sent as strings.
+
+**Access**: every path under `/api/v1` and `/ws` needs an API token (`crmp_...`), as
+`Authorization: Bearer <token>` or `?token=<token>`. Roles: admin, director, team_lead, manager,
+display (docs/access.md). `/healthz`, `/metrics`, the docs and the wall page are open.
 """
 
 TAGS = [
@@ -69,6 +78,7 @@ TAGS = [
     {"name": "ingest", "description": "Validated event ingest into Kafka."},
     {"name": "operations", "description": "Health and metrics."},
     {"name": "display", "description": "The wall-display page."},
+    {"name": "tokens", "description": "API tokens and their roles (admins only)."},
 ]
 
 
@@ -79,6 +89,7 @@ def utc_now() -> datetime:
 def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None) -> FastAPI:
     """Build the API; ``clock`` (aware UTC now) is replaceable for tests."""
     settings = settings if settings is not None else load_settings()
+    redact_tokens_in_server_logs()
     keys = RedisKeys.from_settings(settings)
     api_metrics = ApiMetrics()
 
@@ -91,18 +102,27 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             keys,
             api_metrics,
             {stage.name: stage.probability for stage in settings.business.funnel},
+            alert_names=AlertNames.from_settings(settings),
+            tick_s=settings.api.ws_tick_s,
+            heartbeat_s=settings.api.ws_heartbeat_s,
         )
         app.state.redis = redis
         app.state.publisher = publisher
         app.state.broadcaster = broadcaster
         quota_writer = QuotaWriter(settings, redis)
         app.state.quota_writer = quota_writer
+        alert_config_writer = AlertConfigWriter(settings, redis)
+        app.state.alert_config_writer = alert_config_writer
+        app.state.access = Access(
+            TokenStore(redis, AuthKeys.from_settings(settings)), redis, keys, enabled=settings.api.auth == "tokens"
+        )
         try:
             await broadcaster.start()
             yield
         finally:
             await broadcaster.stop()
             await quota_writer.close()
+            await alert_config_writer.close()
             await publisher.close()
             await redis.aclose()
 
@@ -132,12 +152,15 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         alerts.router,
         funnel.router,
         quotas.router,
+        series.router,
         leaderboard.router,
         pipeline.router,
         directory.router,
         events.router,
+        tokens.router,
     ):
-        app.include_router(router, prefix=API_PREFIX)
+        # Every data path needs a token; each route declares who may use it (dashboard_api/auth.py).
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)], responses=AUTH_RESPONSES)
     app.include_router(live.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

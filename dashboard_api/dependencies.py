@@ -10,10 +10,13 @@ from fastapi import Depends, HTTPException, Path, Query, status
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
+from dashboard_api.auth import authorize_manager, authorize_team
 from dashboard_api.broadcaster import ChangeBroadcaster
 from dashboard_api.metrics import ApiMetrics
 from dashboard_api.models import ScopeRef
 from dashboard_api.publisher import EventPublisher
+from services.alert_config import AlertConfigWriter
+from services.auth import Principal
 from services.kpi_reader import manager_exists, team_exists
 from services.kpis.periods import Period, PeriodKind, local_date, parse_period
 from services.kpis.windows import Window, WindowLength, window_ending
@@ -63,6 +66,11 @@ def get_quota_writer(connection: HTTPConnection) -> QuotaWriter:
     return writer
 
 
+def get_alert_config_writer(connection: HTTPConnection) -> AlertConfigWriter:
+    writer: AlertConfigWriter = connection.app.state.alert_config_writer
+    return writer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 KeysDep = Annotated[RedisKeys, Depends(get_keys)]
@@ -71,6 +79,7 @@ MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 BroadcasterDep = Annotated[ChangeBroadcaster, Depends(get_broadcaster)]
 QuotaWriterDep = Annotated[QuotaWriter, Depends(get_quota_writer)]
+AlertConfigWriterDep = Annotated[AlertConfigWriter, Depends(get_alert_config_writer)]
 
 
 def get_today(settings: SettingsDep, now: NowDep) -> date:
@@ -167,9 +176,12 @@ def company_scope() -> ScopeRef:
 
 
 async def team_scope(
-    team_id: Annotated[str, Path(description="team id as carried by events (team_id)")], redis: RedisDep, keys: KeysDep
+    team_id: Annotated[str, Path(description="team id as carried by events (team_id)")],
+    redis: RedisDep,
+    keys: KeysDep,
+    _: Annotated[Principal, Depends(authorize_team)],
 ) -> ScopeRef:
-    """The team, or 404 when no event ever carried this team id."""
+    """The team, if the caller may read it (else 403), or 404 when no event ever carried this team id."""
     if not await team_exists(redis, keys, team_id):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
@@ -182,8 +194,10 @@ async def manager_scope(
     manager_id: Annotated[str, Path(description="manager id as carried by events (manager_id)")],
     redis: RedisDep,
     keys: KeysDep,
+    _: Annotated[Principal, Depends(authorize_manager)],
 ) -> ScopeRef:
-    """The manager, or 404 when no event was ever attributed to this manager id."""
+    """The manager, if the caller may read it (else 403), or 404 when no event was ever attributed to this
+    manager id."""
     if not await manager_exists(redis, keys, manager_id):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,

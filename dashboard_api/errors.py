@@ -2,7 +2,9 @@
 
 DashboardApiError
  ├── KafkaUnavailable     the event topic could not be written in time (ingest answers 503)
- └── ChangeFeedError      a change-feed entry does not follow the worker's contract
+ ├── ChangeFeedError      a change-feed entry does not follow the worker's contract
+ ├── Unauthenticated      no valid API token (401; dashboard_api/auth.py)
+ └── SubscriptionRefused  a WebSocket subscribe names a scope the token may not read (dashboard_api/auth.py)
 """
 
 from __future__ import annotations

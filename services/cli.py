@@ -10,6 +10,7 @@
     crm-pulse demo [SIMULATOR ARGS...]     infra, worker, api and simulator together until Ctrl-C
     crm-pulse quotas import FILE.csv       set the quotas of a CSV manager_id,month,amount (all or nothing)
     crm-pulse quotas list [--month M]      the quotas of a month
+    crm-pulse tokens create|list|revoke    API tokens and their roles (docs/access.md)
 
 Components are started as processes by their module path and never imported here, so
 ``services`` depends on none of ``streams``, ``alerts`` or ``dashboard_api``. Each child builds
@@ -33,7 +34,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from services import localinfra
+from services import localinfra, token_command
 from services.localinfra import layout
 from services.localinfra.errors import LocalInfraError
 from services.localinfra.kafka_broker import fetch_jars
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     quota_list.add_argument("--month", help="local month YYYY-MM (default: the current month)")
     quota_list.add_argument("--csv", action="store_true", help=f"print CSV ({CSV_HEADER}) that 'import' reads back")
     quota_list.set_defaults(run=_quotas_list)
+    token_command.add_parser(commands)
     return parser
 
 
@@ -434,7 +436,12 @@ def _demo(settings: Settings, args: argparse.Namespace, extras: list[str]) -> in
             child = supervisor.start(name, argv)
             print(f"{name}: started pid {child.pid}, log {child.log_path}", flush=True)
         supervisor.wait_http_ok(f"{base_url}/healthz", timeout=args.timeout)
-        print(f"\nCRM Pulse demo is running.\n  dashboard: {base_url}/\n  API docs:  {base_url}/docs", flush=True)
+        tokens = token_command.demo_tokens(settings, layout.data_dir(settings))
+        print(
+            f"\nCRM Pulse demo is running.\n  dashboard: {base_url}/?token={tokens.display}\n"
+            f"  API docs:  {base_url}/docs (Authorize with the admin token)\n  admin token: {tokens.admin}",
+            flush=True,
+        )
         for child in supervisor.children:
             print(f"  {child.name + ' log:':<11}{child.log_path}")
         for server in localinfra.status(settings):

@@ -13,7 +13,7 @@ import json
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -57,6 +57,14 @@ class ApiSettings(_Section):
     ws_heartbeat_s: float = Field(15.0, gt=0, description="interval of the WebSocket server heartbeat (ping)")
     ws_client_queue: int = Field(
         10_000, ge=1, description="messages queued per WebSocket client; one that falls further behind is dropped"
+    )
+    ws_tick_s: float = Field(
+        0.1, ge=0, description="the live fan-out runs at most once per tick; changes within one are coalesced"
+    )
+    auth: Literal["tokens", "off"] = Field(
+        "tokens",
+        description="'tokens': every data path needs an API token (docs/access.md); 'off': no checks, "
+        "every caller is an admin (local development only)",
     )
 
 
@@ -115,6 +123,12 @@ class WorkerSettings(_Section):
     batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
     web_port: int = Field(6066, description="faust web port (each worker needs its own)")
     deal_cache_size: int = Field(200_000, ge=0)
+    batch_process: bool = Field(
+        True,
+        description="apply batches in a child process (streams/batch_child.py) while faust keeps fetching; "
+        "false = in the worker process",
+    )
+    batches_in_flight: int = Field(3, ge=1, description="batches handed to the batch process and not yet applied")
 
 
 def minimum_month_months(history_retention_days: int, day_margin_days: int) -> int:
@@ -154,6 +168,12 @@ class AlertsSettings(_Section):
     consumer_group: str = Field("crm-pulse-alerts", description="prefix of the alerts consumer groups")
     evaluation_interval_s: float = Field(
         1.0, gt=0, description="how often pending periods, active hours and groups are checked"
+    )
+    deal_evaluation_interval_s: float = Field(
+        30.0, gt=0, description="how often deal rules read the open-deal indexes (a deal ages in days)"
+    )
+    config_topic: str = Field(
+        "alerts.config", description="compacted topic of the rules, silences and acks written over the API"
     )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics of the alerts worker (0 = off)")

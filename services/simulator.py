@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from services.simulation.sinks import FileSink, HttpSink, KafkaSink, RecordSink
 
 DEFAULT_RATE = 20.0
 DEFAULT_DAYS = 30.0
+TOKEN_ENV = "CRM_PULSE_API_TOKEN"
+"""Where --sink http finds its API token when --token is not given."""
 
 __all__ = ["SimRecord", "Simulation", "SimulationConfig", "build_parser", "main"]
 
@@ -114,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--topic", help="Kafka topic (default: settings kafka.events_topic)")
     out.add_argument("--url", help="API base URL for --sink http (default: from settings api.host/api.port)")
+    out.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"API token (admin or director) for --sink http (default: ${TOKEN_ENV}); see docs/access.md",
+    )
     out.add_argument("--batch-size", type=int, default=500, help="events per HTTP request (default 500)")
     out.add_argument("--out", help="JSONL file for --sink file ('-' for standard output)")
     out.add_argument("--quiet", action="store_true", help="no progress line")
@@ -161,7 +169,8 @@ def _open_sink(args: argparse.Namespace, settings: Settings) -> RecordSink:
     if args.sink == "kafka":
         return KafkaSink(settings.kafka.bootstrap_servers, args.topic or settings.kafka.events_topic)
     if args.sink == "http":
-        return HttpSink(args.url or f"http://{settings.api.host}:{settings.api.port}", batch_size=args.batch_size)
+        base_url = args.url or f"http://{settings.api.host}:{settings.api.port}"
+        return HttpSink(base_url, batch_size=args.batch_size, token=args.token)
     return FileSink(args.out)
 
 

@@ -72,6 +72,16 @@ class RedisKeys:
         return f"{self.prefix}:idx:deal"
 
     @property
+    def open_deals_by_stage_entry(self) -> str:
+        """Sorted set of open deal ids scored by when they entered their stage (epoch s): deal alert rules."""
+        return f"{self.prefix}:idx:open-deal:stage"
+
+    @property
+    def open_deals_by_activity(self) -> str:
+        """Sorted set of open deal ids scored by their latest event or activity (epoch s): deal alert rules."""
+        return f"{self.prefix}:idx:open-deal:activity"
+
+    @property
     def sweeper_lock(self) -> str:
         """Held (with an expiry) by the one worker sweeping expired state."""
         return f"{self.prefix}:sweeper:lock"
@@ -173,10 +183,17 @@ class AlertNames:
     prefix: str
     outbox_topic: str
     """Kafka: one record per notification to send; key = receiver name, value = the notification JSON."""
+    config_topic: str
+    """Kafka, compacted: the rules, silences and acks written over the API (key ``rule:<id>``,
+    ``silence:<id>``, ``ack:<fingerprint>``; value the JSON, or a tombstone for a delete)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertNames:
-        return cls(prefix=f"{settings.redis.key_prefix}:alerts", outbox_topic=settings.alerts.outbox_topic)
+        return cls(
+            prefix=f"{settings.redis.key_prefix}:alerts",
+            outbox_topic=settings.alerts.outbox_topic,
+            config_topic=settings.alerts.config_topic,
+        )
 
     # -- configuration written over the API (JSON values, validated by services.schemas.alerts) --
     @property
@@ -193,6 +210,11 @@ class AlertNames:
     def acks(self) -> str:
         """Hash alert fingerprint -> acknowledgement JSON (bound to one firing episode)."""
         return f"{self.prefix}:acks"
+
+    @property
+    def config_offsets(self) -> str:
+        """Hash config-topic record key -> offset of the record mirrored last (a newer one wins)."""
+        return f"{self.prefix}:config-offsets"
 
     # -- worker state, committed atomically by the worker's script --
     @property
@@ -239,3 +261,28 @@ class AlertNames:
     def sent(self, receiver: str, notification_id: str) -> str:
         """Present once this notification reached this receiver (dedupe of redeliveries)."""
         return f"{self.prefix}:sent:{receiver}:{notification_id}"
+
+
+@dataclass(frozen=True)
+class AuthKeys:
+    """Redis keys of the API tokens (``services.token_store``); never a token's plaintext.
+
+    They live beside the state prefix (``<prefix>.auth:``), not under it: ``crm-pulse replay``
+    wipes ``<prefix>:*`` to rebuild the state from Kafka, and tokens are not in Kafka.
+    """
+
+    prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuthKeys:
+        return cls(prefix=f"{settings.redis.key_prefix}.auth")
+
+    @property
+    def tokens(self) -> str:
+        """Hash SHA-256 of a token (hex) -> the token's record JSON (name, role, team or manager, created, revoked)."""
+        return f"{self.prefix}:tokens"
+
+    @property
+    def last_used(self) -> str:
+        """Hash SHA-256 of a token -> when it was last used (RFC 3339; written at most once a minute per process)."""
+        return f"{self.prefix}:last-used"

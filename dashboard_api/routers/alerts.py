@@ -7,21 +7,35 @@ keeps and writes what it reads at every evaluation tick (docs/alerts.md).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
-from dashboard_api.dependencies import NowDep, RedisDep, SettingsDep
+from dashboard_api.auth import require
+from dashboard_api.dependencies import AlertConfigWriterDep, NowDep, RedisDep, SettingsDep
 from dashboard_api.models import ErrorDetail
 from services import alert_config
+from services.auth import Action
 from services.schemas.alerts import Acknowledgement, Rule, Silence
 from services.topics import AlertNames
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail, "description": "no such item"}}
+READ_ALERTS = Depends(require(Action.ALERTS_READ))
+WRITE_ALERTS = Depends(require(Action.ALERTS_WRITE))
 RuleIdPath = Annotated[str, Path(min_length=1, max_length=128, description="the rule's id")]
+_T = TypeVar("_T")
+
+
+async def _written(change: Awaitable[_T]) -> _T:
+    """A change through the alerting config topic; 503 when Kafka did not take it (nothing written)."""
+    try:
+        return await change
+    except alert_config.AlertConfigUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
 
 
 def _names(settings: SettingsDep) -> AlertNames:
@@ -60,13 +74,19 @@ class AckRequest(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-@router.get("/rules", summary="List alert rules", description="Rules created over the API.")
+@router.get("/rules", summary="List alert rules", description="Rules created over the API.", dependencies=[READ_ALERTS])
 async def list_rules(redis: RedisDep, settings: SettingsDep) -> RuleList:
     rules, _, _ = await alert_config.read_dynamic(redis, _names(settings))
     return RuleList(rules=sorted(rules.values(), key=lambda rule: rule.id))
 
 
-@router.get("/rules/{rule_id}", summary="Read an alert rule", description="One rule by id.", responses=NOT_FOUND)
+@router.get(
+    "/rules/{rule_id}",
+    summary="Read an alert rule",
+    description="One rule by id.",
+    responses=NOT_FOUND,
+    dependencies=[READ_ALERTS],
+)
 async def read_rule(rule_id: RuleIdPath, redis: RedisDep, settings: SettingsDep) -> Rule:
     rules, _, _ = await alert_config.read_dynamic(redis, _names(settings))
     if rule_id not in rules:
@@ -79,11 +99,12 @@ async def read_rule(rule_id: RuleIdPath, redis: RedisDep, settings: SettingsDep)
     summary="Create or replace an alert rule",
     description="The body is a rule as in docs/alerts.md; its id must equal the path's. "
     "The alerts worker applies it at its next evaluation tick.",
+    dependencies=[WRITE_ALERTS],
 )
-async def put_rule(rule_id: RuleIdPath, rule: Rule, redis: RedisDep, settings: SettingsDep) -> Rule:
+async def put_rule(rule_id: RuleIdPath, rule: Rule, writer: AlertConfigWriterDep) -> Rule:
     if rule.id != rule_id:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body's id {rule.id!r} is not {rule_id!r}")
-    await alert_config.put_rule(redis, _names(settings), rule)
+    await _written(writer.put_rule(rule))
     return rule
 
 
@@ -93,13 +114,16 @@ async def put_rule(rule_id: RuleIdPath, rule: Rule, redis: RedisDep, settings: S
     summary="Delete an alert rule",
     description="Its alerts resolve at the next evaluation tick.",
     responses=NOT_FOUND,
+    dependencies=[WRITE_ALERTS],
 )
-async def delete_rule(rule_id: RuleIdPath, redis: RedisDep, settings: SettingsDep) -> None:
-    if not await alert_config.delete_rule(redis, _names(settings), rule_id):
+async def delete_rule(rule_id: RuleIdPath, writer: AlertConfigWriterDep) -> None:
+    if not await _written(writer.delete_rule(rule_id)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert rule {rule_id!r}")
 
 
-@router.get("/silences", summary="List silences", description="Silences written over the API.")
+@router.get(
+    "/silences", summary="List silences", description="Silences written over the API.", dependencies=[READ_ALERTS]
+)
 async def list_silences(redis: RedisDep, settings: SettingsDep) -> SilenceList:
     _, silences, _ = await alert_config.read_dynamic(redis, _names(settings))
     return SilenceList(silences=sorted(silences, key=lambda silence: silence.id))
@@ -110,18 +134,18 @@ async def list_silences(redis: RedisDep, settings: SettingsDep) -> SilenceList:
     summary="Create or replace a silence",
     description="Notifications of alerts whose labels match are held back until it ends "
     "(or until the alert resolves, for an until-resolved silence).",
+    dependencies=[WRITE_ALERTS],
 )
 async def put_silence(
     silence_id: Annotated[str, Path(min_length=1, max_length=128)],
     silence: Silence,
-    redis: RedisDep,
-    settings: SettingsDep,
+    writer: AlertConfigWriterDep,
 ) -> Silence:
     if silence.id != silence_id:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body's id {silence.id!r} is not {silence_id!r}"
         )
-    await alert_config.put_silence(redis, _names(settings), silence)
+    await _written(writer.put_silence(silence))
     return silence
 
 
@@ -131,15 +155,21 @@ async def put_silence(
     summary="Delete a silence",
     description="Notifications resume at the next evaluation tick.",
     responses=NOT_FOUND,
+    dependencies=[WRITE_ALERTS],
 )
 async def delete_silence(
-    silence_id: Annotated[str, Path(min_length=1, max_length=128)], redis: RedisDep, settings: SettingsDep
+    silence_id: Annotated[str, Path(min_length=1, max_length=128)], writer: AlertConfigWriterDep
 ) -> None:
-    if not await alert_config.delete_silence(redis, _names(settings), silence_id):
+    if not await _written(writer.delete_silence(silence_id)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no silence {silence_id!r}")
 
 
-@router.get("/active", summary="Alerts pending or firing now", description="As the alerts worker keeps them.")
+@router.get(
+    "/active",
+    summary="Alerts pending or firing now",
+    description="As the alerts worker keeps them.",
+    dependencies=[READ_ALERTS],
+)
 async def active_alerts(redis: RedisDep, settings: SettingsDep) -> ActiveAlerts:
     return ActiveAlerts(alerts=await alert_config.read_active(redis, _names(settings)))
 
@@ -149,19 +179,21 @@ async def active_alerts(redis: RedisDep, settings: SettingsDep) -> ActiveAlerts:
     summary="Acknowledge a firing alert",
     description="Its repeats stop for this firing episode; its resolution is still notified.",
     responses=NOT_FOUND,
+    dependencies=[WRITE_ALERTS],
 )
 async def acknowledge(
     fingerprint: Annotated[str, Path(min_length=1, max_length=200)],
     body: AckRequest,
     redis: RedisDep,
     settings: SettingsDep,
+    writer: AlertConfigWriterDep,
     now: NowDep,
 ) -> Acknowledgement:
     names = _names(settings)
     if fingerprint not in await alert_config.read_active(redis, names):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {fingerprint!r} is pending or firing")
     ack = Acknowledgement(fingerprint=fingerprint, episode=body.episode, by=body.by, at=now, comment=body.comment)
-    await alert_config.put_ack(redis, names, ack)
+    await _written(writer.put_ack(ack))
     return ack
 
 
@@ -169,6 +201,7 @@ async def acknowledge(
     "/history",
     summary="Alert history",
     description="Every state change and every notification sent or failed, newest first.",
+    dependencies=[READ_ALERTS],
 )
 async def history(
     redis: RedisDep,

@@ -6,9 +6,10 @@ import asyncio
 import functools
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 
+from dashboard_api.auth import require
 from dashboard_api.dependencies import KeysDep, MetricsDep, NowDep, PublisherDep, RedisDep, SettingsDep
 from dashboard_api.errors import KafkaUnavailable
 from dashboard_api.ingest import (
@@ -20,6 +21,7 @@ from dashboard_api.ingest import (
     read_watermark,
 )
 from dashboard_api.models import ErrorDetail
+from services.auth import Action
 from services.schemas.events import EventRejected, RejectCode, ValidationPolicy
 
 router = APIRouter(tags=["ingest"])
@@ -93,6 +95,7 @@ def _rejected(status_code: int, errors: list[IngestError]) -> JSONResponse:
         422: {"model": IngestRejected, "description": "some records break the contract; nothing written"},
         503: {"model": ErrorDetail, "description": "Kafka (or Redis) is unavailable; retry later"},
     },
+    dependencies=[Depends(require(Action.INGEST))],
 )
 async def ingest_events(
     request: Request,

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from dashboard_api.auth import authorize_company
 from dashboard_api.dependencies import (
     KeysDep,
     PeriodDep,
@@ -34,7 +35,7 @@ async def _report(
     return FunnelReport(scope=scope, period=PeriodInfo.of(period), funnel=funnel)
 
 
-@router.get("/company", summary="Company funnel", responses=BAD_PERIOD)
+@router.get("/company", summary="Company funnel", responses=BAD_PERIOD, dependencies=[Depends(authorize_company)])
 async def read_company_funnel(period: PeriodDep, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> FunnelReport:
     """Entries per configured stage, stage-to-stage conversion and drop-off, wins and losses of the company."""
     return await _report(company_scope(), period, settings, redis, keys)

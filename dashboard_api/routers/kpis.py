@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
+from dashboard_api.auth import authorize_company
 from dashboard_api.dependencies import (
     KeysDep,
     PeriodDep,
@@ -101,7 +102,7 @@ async def _window_report(
     )
 
 
-@router.get("/company", summary="Company KPIs", responses=BAD_PERIOD)
+@router.get("/company", summary="Company KPIs", responses=BAD_PERIOD, dependencies=[Depends(authorize_company)])
 async def read_company_kpis(
     window: WindowDep, period: PeriodDep, settings: SettingsDep, redis: RedisDep, keys: KeysDep
 ) -> KpiReport | WindowKpiReport:

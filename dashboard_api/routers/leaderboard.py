@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from dashboard_api.auth import LeaderboardTeamDep
 from dashboard_api.dependencies import KeysDep, PeriodDep, RedisDep, SettingsDep
 from dashboard_api.models import ErrorDetail, Leaderboard, PeriodInfo
 from services.kpi_reader import read_leaderboard, team_exists
@@ -29,7 +30,7 @@ async def read_manager_leaderboard(
     settings: SettingsDep,
     redis: RedisDep,
     keys: KeysDep,
-    team_id: Annotated[str | None, Query(description="rank only the managers seen with this team id")] = None,
+    team_id: LeaderboardTeamDep,
     sort: Annotated[
         str,
         Query(
@@ -43,7 +44,8 @@ async def read_manager_leaderboard(
     A manager's figures are those of the manager scope (all events attributed to them), also
     when the ranking is restricted to a team. Undefined ratios rank last; ties go by manager id.
     Month periods include each manager's quota and quota_attainment (rank by it with
-    `sort=quota_attainment`); other periods have them null.
+    `sort=quota_attainment`); other periods have them null. A team lead or team display sees
+    its own team's ranking; a manager token may not read the leaderboard.
     """
     if sort not in NUMERIC_KPIS:
         raise HTTPException(

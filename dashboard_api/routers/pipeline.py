@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from dashboard_api.auth import authorize_company
 from dashboard_api.dependencies import (
     KeysDep,
     RedisDep,
@@ -43,7 +44,7 @@ async def _report(
     )
 
 
-@router.get("/company", summary="Company pipeline")
+@router.get("/company", summary="Company pipeline", dependencies=[Depends(authorize_company)])
 async def read_company_pipeline(
     settings: SettingsDep, redis: RedisDep, keys: KeysDep, today: TodayDep
 ) -> PipelineReport:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from dashboard_api.auth import ScopeFilterDep, require
 from dashboard_api.dependencies import KeysDep, QuotaWriterDep, RedisDep, SettingsDep, TodayDep
 from dashboard_api.models import (
     CsvProblemInfo,
@@ -23,6 +24,7 @@ from dashboard_api.models import (
     QuotaImport,
     QuotaList,
 )
+from services.auth import Action
 from services.kpis.periods import month_key
 from services.quota_store import QuotaLogUnavailable, list_month_quotas, read_quota
 from services.quotas import (
@@ -40,6 +42,7 @@ from services.schemas.events import units_to_decimal
 
 router = APIRouter(prefix="/quotas", tags=["quotas"])
 
+WRITE_QUOTAS = Depends(require(Action.QUOTAS))
 CSV_MEDIA_TYPES = frozenset({"text/csv", "application/csv"})
 MAX_PROBLEMS_SHOWN = 1000
 
@@ -97,7 +100,12 @@ def _out(quota: Quota, currency: str) -> ManagerQuota:
     return ManagerQuota(manager_id=quota.manager_id, month=quota.month, amount=quota.amount, currency=currency)
 
 
-@router.put("/{manager_id}/{month}", summary="Set a manager's quota", responses={**BAD_QUOTA, **UNAVAILABLE})
+@router.put(
+    "/{manager_id}/{month}",
+    summary="Set a manager's quota",
+    responses={**BAD_QUOTA, **UNAVAILABLE},
+    dependencies=[WRITE_QUOTAS],
+)
 async def put_quota(
     manager_id: ManagerIdPath, month: MonthPath, body: QuotaAmount, writer: QuotaWriterDep, settings: SettingsDep
 ) -> ManagerQuota:
@@ -127,6 +135,7 @@ async def put_quota(
         **BAD_QUOTA,
         **UNAVAILABLE,
     },
+    dependencies=[WRITE_QUOTAS],
 )
 async def delete_quota(
     manager_id: ManagerIdPath, month: MonthPath, writer: QuotaWriterDep, redis: RedisDep, keys: KeysDep
@@ -154,14 +163,20 @@ async def list_quotas(
     redis: RedisDep,
     keys: KeysDep,
     today: TodayDep,
+    readable: ScopeFilterDep,
     month: Annotated[
         str | None,
         Query(description="local month YYYY-MM; default: the current month", examples=["2026-11"]),
     ] = None,
 ) -> QuotaList:
-    """Every manager's quota for the month, and their total (the company's quota)."""
+    """Every manager's quota for the month, and their total (the company's quota).
+
+    A team lead or manager token sees only the quotas of the managers it may read, and their total.
+    """
     label = _month(month) if month is not None else month_key(today)
-    quotas = await list_month_quotas(redis, keys, label)
+    quotas = [
+        quota for quota in await list_month_quotas(redis, keys, label) if readable.allows(f"m:{quota.manager_id}")
+    ]
     currency = settings.business.currency
     return QuotaList(
         month=label,
@@ -197,6 +212,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
         422: {"model": QuotaCsvRejected, "description": "bad lines (each with its line number); nothing imported"},
         **UNAVAILABLE,
     },
+    dependencies=[WRITE_QUOTAS],
 )
 async def import_quotas(request: Request, writer: QuotaWriterDep, settings: SettingsDep) -> QuotaImport | JSONResponse:
     """Set every quota of a CSV file `manager_id,month,amount`, all or nothing.

@@ -166,6 +166,7 @@ class HttpSink:
         *,
         batch_size: int = 500,
         timeout_s: float = 30.0,
+        token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.stats = SinkStats()
@@ -174,11 +175,12 @@ class HttpSink:
         self._batch_size = batch_size
         self._timeout_s = timeout_s
         self._transport = transport  # tests pass httpx.MockTransport
+        self._headers = {"content-type": "application/json"}
+        if token:
+            self._headers["authorization"] = f"Bearer {token}"
 
     async def __aenter__(self) -> Self:
-        self._client = httpx.AsyncClient(
-            timeout=self._timeout_s, headers={"content-type": "application/json"}, transport=self._transport
-        )
+        self._client = httpx.AsyncClient(timeout=self._timeout_s, headers=self._headers, transport=self._transport)
         return self
 
     async def __aexit__(
@@ -216,6 +218,11 @@ class HttpSink:
                 if response.is_success:
                     self.stats.accepted += records
                     return
+                if response.status_code in (401, 403):  # no record is at fault: every later one would fail too
+                    raise SinkError(
+                        f"{self.endpoint} refused the API token ({response.status_code}: {response.text[:300]}); "
+                        "pass --token with an admin or director token (crm-pulse tokens create)"
+                    )
                 if response.is_client_error:
                     self.stats.rejected += records
                     if len(self.stats.sample_rejections) < 5:

@@ -8,6 +8,7 @@ These tests start their own redis-server (not the session's ``infra``) so they r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -27,10 +28,13 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from dashboard_api.app import create_app
+from services.auth import Role, generate_token
 from services.settings import Settings
-from services.topics import Granularity, RedisKeys
+from services.token_store import TokenStore
+from services.topics import AuthKeys, Granularity, RedisKeys
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_DEADLINE_S = 15.0
@@ -126,8 +130,25 @@ class RunningApi:
     ws_url: str
     port: int
     http: httpx.AsyncClient
+    """Authenticated as an admin (``admin_token``); tests of access control make other tokens with ``token``."""
     redis: Redis
     """The test's own client of the same Redis, for writing the worker's state."""
+    admin_token: str
+
+    async def token(
+        self, role: Role | str, *, team_id: str | None = None, manager_id: str | None = None, name: str = ""
+    ) -> str:
+        """A new API token of this role (bound to a team or manager where the role needs one)."""
+        role = Role(role)
+        token, _ = await TokenStore(self.redis, AuthKeys.from_settings(self.settings)).create(
+            name=name or f"test {role.value}", role=role, team_id=team_id, manager_id=manager_id, now=FIXED_NOW
+        )
+        return token
+
+    def ws_url_for(self, token: str | None) -> str:
+        """The WebSocket URL with this token in the query (None: without one)."""
+        base = self.ws_url.split("?", 1)[0]
+        return base if token is None else f"{base}?token={token}"
 
     eventually = staticmethod(wait_until)
 
@@ -201,19 +222,30 @@ async def running_api(settings: Settings, *, clock: Callable[[], datetime] | Non
         await asyncio.sleep(0.01)
     base_url = f"http://127.0.0.1:{port}"
     test_redis = Redis.from_url(settings.redis.url, decode_responses=True)
+    auth_keys = AuthKeys.from_settings(settings)
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        try:
+            admin_token, _ = await TokenStore(test_redis, auth_keys).create(
+                name="test harness", role=Role.ADMIN, now=FIXED_NOW
+            )
+        except RedisError:  # tests of an unreachable Redis: no token can be stored (nor checked)
+            admin_token = generate_token()
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as http:
             yield RunningApi(
                 app=app,
                 settings=settings,
                 keys=RedisKeys.from_settings(settings),
                 base_url=base_url,
-                ws_url=f"ws://127.0.0.1:{port}/ws",
+                ws_url=f"ws://127.0.0.1:{port}/ws?token={admin_token}",
                 port=port,
                 http=http,
                 redis=test_redis,
+                admin_token=admin_token,
             )
     finally:
+        with contextlib.suppress(RedisError):
+            await test_redis.delete(auth_keys.tokens, auth_keys.last_used)
         await test_redis.aclose()
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=30)

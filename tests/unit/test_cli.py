@@ -26,6 +26,10 @@ SUBCOMMANDS = [
     ["quotas"],
     ["quotas", "import"],
     ["quotas", "list"],
+    ["tokens"],
+    ["tokens", "create"],
+    ["tokens", "list"],
+    ["tokens", "revoke"],
 ]
 
 
@@ -137,3 +141,10 @@ def test_quota_import_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFi
 def test_quota_list_refuses_a_bad_month(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["quotas", "list", "--month", "2026-11-01"]) == 2
     assert "YYYY-MM" in capsys.readouterr().err
+
+
+def test_tokens_create_needs_a_role_and_a_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["tokens", "create", "--role", "boss", "--name", "x"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'boss'" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from services.settings import BusinessSettings, FunnelStage
 from services.simulation import InvalidSimulationConfig, SimRecord, Simulation, SimulationConfig
 from services.simulation.faults import REJECT_CODES
 from services.simulation.organisation import LOST_REASONS
-from services.simulation.sinks import FileSink, HttpSink
+from services.simulation.sinks import FileSink, HttpSink, SinkError
 from services.simulator import main
 
 START = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday
@@ -354,6 +354,20 @@ async def test_http_sink_batches_valid_records_and_sends_malformed_ones_alone(
     assert sink.stats.accepted == valid
     assert sink.stats.rejected == len(records) - valid
     assert b"".join(bodies).count(b'"event_id"') >= valid
+
+
+async def test_http_sink_sends_its_token_and_stops_when_it_is_refused(faulty_records: list[SimRecord]) -> None:
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(403, json={"detail": "forbidden: display 'wall' (company) may not ingest events"})
+
+    records = [record for record in faulty_records if record.is_valid][:10]
+    async with HttpSink("http://test", token="crmp_x", transport=httpx.MockTransport(answer)) as sink:
+        with pytest.raises(SinkError, match=r"refused the API token.*--token"):
+            await sink.write(records)
+    assert seen == ["Bearer crmp_x"]
 
 
 async def test_file_sink_writes_one_raw_record_per_line(tmp_path: Path, faulty_records: list[SimRecord]) -> None:

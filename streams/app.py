@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 EXIT_BATCH_FAILED = 70
 """Exit status of a worker that stopped because a batch could not be applied (EX_SOFTWARE)."""
 
+REWIND_EVERY_S = 1.0
+"""Seek a partition back at most this often (records already in faust's queues come first)."""
+STALL_CHECK_S = 5.0
+"""How often the worker checks that the state keeps up with what it has read."""
+
 COMMIT_TIMEOUT_S = 60.0
 """A large batch commit (one Lua script) may take seconds while Redis rewrites its AOF."""
 
@@ -47,6 +53,8 @@ class WorkerRuntime:
         self.settings = settings
         self._processor: BatchProcessor | None = None
         self.offload: BatchOffload | None = None
+        self.busy = False
+        """A batch is being applied in this process."""
         self.redis: Redis | None = None
 
     @property
@@ -129,28 +137,20 @@ def create_app(settings: Settings) -> faust.App:
 
     floors: dict[str, int] = {}
 
+    last_seek: dict[str, float] = {}
+
     async def rewind(targets: dict[str, int]) -> None:
-        # The state is behind what this worker read (Redis restored from an older copy): read those
-        # partitions again from the state's offsets, or from the log's start if retention removed
-        # the records in between (then that gap is accepted from now on).
-        positions: dict[Any, int] = {}
+        # The state is behind what this worker read (Redis came back from an older copy, or records
+        # were fetched before the seek on assignment): read those partitions again from the state's
+        # offsets. consumer.seek also lowers faust's read offset, below which it drops records.
+        now = time.monotonic()
         for name, offset in targets.items():
+            if now - last_seek.get(name, -REWIND_EVERY_S) < REWIND_EVERY_S:
+                continue  # the records of a seek just made are on their way
+            last_seek[name] = now
             topic, partition = name.rsplit(":", 1)
-            tp = TP(topic, int(partition))
-            earliest = (await app.consumer.earliest_offsets(tp)).get(tp)
-            if earliest is not None and earliest > offset:
-                floors[name] = earliest
-                offset = earliest
-            positions[tp] = offset
-        log.warning(
-            "reading again from the state's offsets: %s",
-            {f"{tp.topic}:{tp.partition}": o for tp, o in positions.items()},
-        )
-        runtime.processor.forget()
-        for tp, offset in positions.items():
-            # consumer.seek, not seek_wait: it also lowers faust's read offset, below which faust
-            # drops records as already read.
-            await app.consumer.seek(tp, offset)
+            log.warning("%s: the state needs offset %d next; reading again from there", name, offset)
+            await app.consumer.seek(TP(topic, int(partition)), offset)
 
     offload = (
         BatchOffload(settings, rewind, depth=settings.worker.batches_in_flight)
@@ -180,7 +180,11 @@ def create_app(settings: Settings) -> faust.App:
                 if offload is not None:
                     await offload.submit(records, runtime.lag(records, tps), floors)
                     continue
-                result = await apply_until_done(runtime.processor, records, runtime.lag(records, tps), floors)
+                runtime.busy = True
+                try:
+                    result = await apply_until_done(runtime.processor, records, runtime.lag(records, tps), floors)
+                finally:
+                    runtime.busy = False
                 if result.rewind:
                     await rewind(result.rewind)
             except Exception:
@@ -239,10 +243,49 @@ def create_app(settings: Settings) -> faust.App:
                 os._exit(EXIT_BATCH_FAILED)
         ours = [tp for tp in assigned if tp.topic == settings.kafka.events_topic]
         stored = await processor.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
+        # Where retention removed records the state never applied, the log's start is the floor:
+        # the gap up to it is not a reason to read again.
+        earliest = await app.consumer.earliest_offsets(*ours) if ours else {}
+        for tp in ours:
+            name = f"{tp.topic}:{tp.partition}"
+            position, first = stored[name], earliest.get(tp)
+            if position is not None and first is not None and first > position:
+                log.warning(
+                    "%s: records %d..%d are gone from the log (retention); continuing", name, position, first - 1
+                )
+                floors[name] = first
         positions = {tp: stored[f"{tp.topic}:{tp.partition}"] or 0 for tp in ours}
         if positions:
             await app.consumer.seek_wait(positions)
             log.info("resuming %d partitions from the stored state offsets", len(positions))
+
+    stall: dict[str, int] = {}
+
+    @app.timer(interval=STALL_CHECK_S)  # type: ignore[untyped-decorator]
+    async def check_state_keeps_up() -> None:
+        # A seek can lose the race with records faust had already fetched: faust then drops the
+        # records read again as "already read", and nothing more arrives to show the gap. So, when
+        # idle, compare what faust has read with the state's offsets; behind twice running = seek.
+        if runtime.busy or (offload is not None and not offload.idle):
+            return
+        read_offsets = getattr(app.consumer, "_read_offset", {})
+        ours = [tp for tp in app.consumer.assignment() if tp.topic == settings.kafka.events_topic]
+        try:
+            stored = await runtime.processor.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
+        except Exception:  # Redis away: the batch path waits for it; check again later
+            return
+        behind: dict[str, int] = {}
+        for tp in ours:
+            name = f"{tp.topic}:{tp.partition}"
+            position, read = stored.get(name), read_offsets.get(tp)
+            if position is not None and read is not None and position <= read:
+                if stall.get(name) == position:
+                    behind[name] = position
+                stall[name] = position
+            else:
+                stall.pop(name, None)
+        if behind:
+            await rewind(behind)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_batch_process(sender: Any, **_: Any) -> None:

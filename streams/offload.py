@@ -118,6 +118,11 @@ class BatchOffload:
         assert future is not None
         return future
 
+    @property
+    def idle(self) -> bool:
+        """No batch is waiting to be applied."""
+        return not self._waiting
+
     async def forget(self) -> None:
         """Have the batch process drop its cached deal state (after a rebalance)."""
         await self._send(("forget",), answered=False)

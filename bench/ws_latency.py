@@ -2,13 +2,15 @@
 
 ``python -m bench.ws_latency --rate 200 --seconds 20 --clients 1 1000``
 
-For each client count: a fresh topic, consumer group and Redis prefix; the real worker
-(``python -m streams.worker``) and the API (``python -m uvicorn dashboard_api.app:create_app
---factory``) as child processes; N WebSocket clients in this process, all subscribed to every
-scope (``"*"``). Events are produced at a fixed rate, each a ``call`` of its own fresh manager
-(``lat-000123``), so the first ``change`` of scope ``m:lat-000123`` with ``g == "day"`` at a
-client identifies exactly that event. Latency = arrival at the client - the moment the
-producer's ``send`` was called (one clock: the producer and the clients share this process).
+For each client count: a fresh topic (one partition, so the worker applies events in order),
+consumer group and Redis prefix; the real worker (``python -m streams.worker``) and the API
+(``python -m uvicorn dashboard_api.app:create_app --factory``, one process) as child processes;
+N WebSocket clients spread over ``--client-procs`` processes (``bench.ws_clients``). Each client
+subscribes like a wall display: the company and one of ``--teams`` teams, with a KPI filter.
+Events are calls of 100 managers in those teams, produced at a fixed rate; event ``i`` has reached
+a client once a company day change shows ``i + 1`` more calls than its snapshot. Latency = that
+arrival (wall clock, in the client process) - the moment the producer's ``send`` was called
+(wall clock, in this process; same machine).
 
 A run "works" when every client receives every event, none is disconnected, and p99 stays
 under ``--max-p99``. When the largest count asked for does not work, smaller counts are tried
@@ -22,7 +24,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import re
 import socket
 import sys
@@ -38,18 +39,18 @@ import orjson
 import websockets
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
-from websockets.exceptions import ConnectionClosed
 
 from bench.processes import ChildProcess, CpuWindow
 from bench.reporting import append_result, fmt, percentile, ratio, source_digest
 from bench.servers import BenchServers, bench_servers, say
 from services import kafka
+from services.kpis.periods import day_key
 from services.settings import Settings
 from services.topics import RedisKeys
 
 NAME = "ws_latency"
-DAY_CHANGE = re.compile(r'"scope":"m:lat-(\d+)","g":"day"')
-WARM_CHANGE = re.compile(r'"scope":"m:warm-(\d+)"')
+MANAGERS = 100
+COMPANY_DAY_CALLS = re.compile(r'"scope":"c","g":"day","b":"[^"]*","kpis":\{"calls":(\d+)')
 
 
 def free_port() -> int:
@@ -57,84 +58,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class Tracker:
-    """What all clients of a run have received: per client and event, the arrival time."""
-
-    def __init__(self, clients: int, events: int) -> None:
-        self.events = events
-        self.arrivals = [array("d", [math.nan]) * events for _ in range(clients)]
-        self.missing = [events] * clients
-        self.complete = 0
-        self.all_complete = asyncio.Event()
-        self.warm_seen: set[int] = set()
-        self.warm_event = asyncio.Event()
-
-
-class LatencyClient:
-    """One WebSocket client: subscribes to every scope and notes when each event's day change arrives."""
-
-    def __init__(self, index: int, tracker: Tracker) -> None:
-        self.index = index
-        self.tracker = tracker
-        self.received = 0
-        self.closed: str | None = None
-        self.ws: Any = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def connect(self, url: str, *, deflate: bool) -> None:
-        self.ws = await websockets.connect(
-            url,
-            compression="deflate" if deflate else None,
-            ping_interval=None,  # the server sends its own heartbeat; client pings would only add load
-            max_size=None,
-            open_timeout=120,
-            close_timeout=5,
-        )
-        await self.ws.send('{"type": "subscribe", "scopes": "*"}')
-        first = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
-        if first.get("type") != "snapshot":
-            raise RuntimeError(f"expected a snapshot after subscribing, got {str(first)[:200]}")
-        self.task = asyncio.create_task(self.read())
-
-    async def read(self) -> None:
-        tracker = self.tracker
-        arrivals = tracker.arrivals[self.index]
-        clock = time.perf_counter
-        try:
-            async for raw in self.ws:
-                now = clock()
-                self.received += 1
-                found = DAY_CHANGE.search(raw, 0, 200)
-                if found is not None:
-                    event = int(found.group(1))
-                    if event < tracker.events and math.isnan(arrivals[event]):
-                        arrivals[event] = now
-                        tracker.missing[self.index] -= 1
-                        if tracker.missing[self.index] == 0:
-                            tracker.complete += 1
-                            if tracker.complete == len(tracker.missing):
-                                tracker.all_complete.set()
-                elif self.index == 0:
-                    warm = WARM_CHANGE.search(raw, 0, 200)
-                    if warm is not None:
-                        tracker.warm_seen.add(int(warm.group(1)))
-                        tracker.warm_event.set()
-        except ConnectionClosed as closed:
-            frame = closed.rcvd
-            self.closed = f"{frame.code} {frame.reason}" if frame is not None else "no close frame"
-        else:
-            self.closed = "closed by the server"
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        if self.ws is not None:
-            try:
-                await asyncio.wait_for(self.ws.close(), 5)
-            except Exception:  # closing many sockets at the end of a run: nothing to do
-                pass
 
 
 @dataclass
@@ -166,15 +89,18 @@ class RunFigures:
     window_s: float = 0.0
 
 
-def event_value(index: int, tag: str, prefix: str = "lat") -> tuple[bytes, bytes]:
-    manager = f"{prefix}-{index:06d}"
-    event = {
+def event_value(index: int, tag: str, prefix: str = "lat", teams: int | None = None) -> tuple[bytes, bytes]:
+    """A call of one of the bench's managers (in ``teams`` teams; warm-up calls have no team)."""
+    manager = f"{prefix}-{index % MANAGERS:03d}"
+    event: dict[str, Any] = {
         "event_id": f"{prefix}-{tag}-{index}",
         "type": "call",
         "occurred_at": datetime.now(UTC).isoformat(),
         "manager_id": manager,
         "duration_s": 30,
     }
+    if teams:
+        event["team_id"] = f"team-{(index % MANAGERS) % teams:02d}"
     return manager.encode(), orjson.dumps(event)
 
 
@@ -193,22 +119,129 @@ async def wait_healthy(base_url: str, api: ChildProcess, within: float) -> None:
     raise RuntimeError(f"the API did not answer /healthz within {within:.0f} s; log tail:\n{api.log_tail()}")
 
 
-async def warm_up(producer: AIOKafkaProducer, settings: Settings, tracker: Tracker, tag: str, within: float) -> float:
-    """Send one event at a time until the first client sees its change: worker assigned, feed flowing."""
+async def warm_up(producer: AIOKafkaProducer, settings: Settings, url: str, tag: str, within: float) -> float:
+    """Send one event at a time until a probe client sees it counted: worker assigned, feed flowing."""
     began = time.monotonic()
-    index = 0
-    while time.monotonic() - began < within:
-        key, value = event_value(index, tag, "warm")
-        await producer.send_and_wait(settings.kafka.events_topic, value, key=key)
-        try:
-            await asyncio.wait_for(tracker.warm_event.wait(), 3.0)
-        except TimeoutError:
-            pass
-        tracker.warm_event.clear()
-        if index in tracker.warm_seen:
-            return time.monotonic() - began
-        index += 1
+    async with websockets.connect(url, ping_interval=None, open_timeout=60) as probe:
+        await probe.send('{"type": "subscribe", "scopes": ["c"], "kpis": ["calls"]}')
+        snapshot = json.loads(await asyncio.wait_for(probe.recv(), 60))
+        counted = int(snapshot["scopes"]["c"]["day"]["kpis"]["calls"])
+        index = 0
+        while time.monotonic() - began < within:
+            key, value = event_value(index, tag, "warm")
+            await producer.send_and_wait(settings.kafka.events_topic, value, key=key)
+            index += 1
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                try:
+                    raw = await asyncio.wait_for(probe.recv(), max(0.01, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                found = COMPANY_DAY_CALLS.search(str(raw))
+                if found is not None and int(found.group(1)) >= counted + index:
+                    return time.monotonic() - began
     raise RuntimeError(f"no change reached the WebSocket client within {within:.0f} s of warm-up")
+
+
+def read_arrivals(path: Any, values: int) -> array[float]:
+    data = array("d")
+    with open(path, "rb") as file:
+        data.fromfile(file, values)
+    return data
+
+
+class ClientProcesses:
+    """The WebSocket clients of one run, spread over child processes (``bench.ws_clients``)."""
+
+    def __init__(self, clients: int, procs: int, events: int, url: str, args: argparse.Namespace, logs: Any) -> None:
+        self.clients = clients
+        self.events = events
+        shares = [clients // procs + (1 if k < clients % procs else 0) for k in range(procs)]
+        self.children: list[tuple[asyncio.subprocess.Process, int, Any]] = []
+        self.plan = []
+        first = 0
+        for k, count in enumerate(shares):
+            if count:
+                self.plan.append((first, count, logs / f"ws{clients}-clients{k}.bin"))
+            first += count
+        self.url = url
+        self.args = args
+        self.logs = logs
+        self.complete = 0
+        self.all_complete = asyncio.Event()
+        self.watchers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> list[str]:
+        """Start the processes, wait until each has connected and subscribed its clients; the failures."""
+        failures: list[str] = []
+        for first, count, out in self.plan:
+            argv = [
+                sys.executable, "-m", "bench.ws_clients", "--url", self.url, "--first", str(first),
+                "--count", str(count), "--events", str(self.events), "--teams", str(self.args.teams),
+                "--out", str(out), "--connect-concurrency", str(self.args.connect_concurrency),
+            ]  # fmt: skip
+            if self.args.deflate:
+                argv.append("--deflate")
+            if not self.args.uvloop:
+                argv.append("--no-uvloop")
+            log = (self.logs / f"ws{self.clients}-clients-{first}.log").open("ab")
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, limit=1 << 24
+            )
+            self.children.append((process, count, out))
+        for process, _count, _out in self.children:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 600)
+            if not line:
+                failures.append(f"a client process exited (code {await process.wait()}); see its log")
+                continue
+            ready = json.loads(line)
+            failures += ready.get("failures", [])
+            self.watchers.append(asyncio.create_task(self._watch(process)))
+        return failures
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        line = await process.stdout.readline()
+        if line and json.loads(line).get("complete"):
+            self.complete += 1
+            if self.complete == len(self.children):
+                self.all_complete.set()
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process, _, _ in self.children]
+
+    async def finish(self) -> tuple[list[array[float]], list[int], list[str | None]]:
+        """Stop the clients; their arrival times (per client, per event), message counts and close reasons."""
+        for task in self.watchers:
+            task.cancel()
+        arrivals: list[array[float]] = []
+        received: list[int] = []
+        closed: list[str | None] = []
+        for process, count, out in self.children:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(b"stop\n")
+            await process.stdin.drain()
+            while True:
+                line = await asyncio.wait_for(process.stdout.readline(), 120)
+                if not line:
+                    raise RuntimeError("a client process ended without its results")
+                done = json.loads(line)
+                if done.get("done"):
+                    break
+            await process.wait()
+            data = await asyncio.to_thread(read_arrivals, out, count * self.events)
+            arrivals += [data[k * self.events : (k + 1) * self.events] for k in range(count)]
+            received += done["received"]
+            closed += done["closed"]
+        return arrivals, received, closed
+
+    async def stop(self) -> None:
+        for process, _, _ in self.children:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 async def warm_broker(servers: BenchServers, rate: float, seconds: float, run_id: str) -> None:
@@ -256,7 +289,7 @@ async def measure(servers: BenchServers, clients: int, args: argparse.Namespace,
             "updates_topic": f"bench.ws.updates.{tag}",
             "partitions": args.partitions,
         },
-        api={"port": port},
+        api={"port": port, "auth": "off", "ws_client_queue": 10_000},
     )
     await kafka.ensure_topics(settings, [settings.kafka.events_topic, settings.kafka.dlq_topic], args.partitions)
     logs = servers.logs
@@ -267,66 +300,46 @@ async def measure(servers: BenchServers, clients: int, args: argparse.Namespace,
         settings,
         logs / f"ws{clients}-worker.log",
     ).start()
-    api = ChildProcess(
-        "api",
-        "uvicorn",
-        [
-            "dashboard_api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--backlog",
-            "4096",
-        ],
-        settings,
-        logs / f"ws{clients}-api.log",
-    ).start()
+    api_args = ["--host", "127.0.0.1", "--port", str(port)]
+    if args.profile_api:
+        api_module, api_args = "bench.profiled_api", [str(logs / f"ws{clients}-api.prof"), *api_args]
+    else:
+        api_module = "uvicorn"
+        api_args = ["dashboard_api.app:create_app", "--factory", *api_args]
+        api_args += ["--log-level", "warning", "--backlog", "4096"]
+    api = ChildProcess("api", api_module, api_args, settings, logs / f"ws{clients}-api.log").start()
     events = int(args.rate * args.seconds)
-    tracker = Tracker(clients, events)
-    population = [LatencyClient(index, tracker) for index in range(clients)]
+    procs = max(1, min(args.client_procs, clients))
+    population = ClientProcesses(clients, procs, events, f"ws://127.0.0.1:{port}/ws", args, logs)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0, acks=1)
-    url = f"ws://127.0.0.1:{port}/ws"
     try:
         await wait_healthy(f"http://127.0.0.1:{port}", api, 60)
         await producer.start()
-        await population[0].connect(url, deflate=args.deflate)
-        warm_s = await warm_up(producer, settings, tracker, tag, 90)
-        say(f"[{clients} clients] pipeline warm after {warm_s:.1f} s; connecting clients")
+        warm_s = await warm_up(producer, settings, f"ws://127.0.0.1:{port}/ws", tag, 90)
+        say(f"[{clients} clients] pipeline warm after {warm_s:.1f} s; connecting clients in {procs} process(es)")
         began = time.monotonic()
-        gate = asyncio.Semaphore(args.connect_concurrency)
-
-        async def connect(client: LatencyClient) -> None:
-            async with gate:
-                await client.connect(url, deflate=args.deflate)
-
-        results = await asyncio.gather(*(connect(c) for c in population[1:]), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
+        failures = await population.start()
         figures.connect_s = time.monotonic() - began
         if failures:
-            figures.why_not.append(f"{len(failures)} of {clients} clients could not connect: {failures[0]!r}")
+            figures.why_not.append(f"{len(failures)}+ clients could not connect: {failures[0]}")
             return figures
         say(f"[{clients} clients] connected in {figures.connect_s:.1f} s; sending {events:,} events at {args.rate:g}/s")
         await asyncio.sleep(1.0)
+        baseline = await company_day_calls(settings)
 
-        cpu = CpuWindow(
-            {
-                "worker": worker.pid,
-                "api": api.pid,
-                "clients": os.getpid(),
-                "redis": servers.redis_pid(),
-                "kafka": servers.kafka_pid(),
-            }
-        )
+        pids: dict[str, int | None] = {
+            "worker": worker.pid,
+            "api": api.pid,
+            "redis": servers.redis_pid(),
+            "kafka": servers.kafka_pid(),
+        }
+        pids.update({f"clients{k}": pid for k, pid in enumerate(population.pids)})
+        cpu = CpuWindow(pids)
         cpu.begin()
-        received_before = sum(c.received for c in population)
+        own_cpu = time.process_time()  # this process only: CpuWindow would add its children (worker, API, clients)
         window_began = time.perf_counter()
 
         sent_at = array("d", [math.nan]) * events
-        wall_offset = time.time() - time.perf_counter()
         pending = []
         lateness = 0.0
         start = time.perf_counter() + 0.05
@@ -336,49 +349,68 @@ async def measure(servers: BenchServers, clients: int, args: argparse.Namespace,
             delay = target - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            key, value = event_value(index, tag)
+            key, value = event_value(index, tag, teams=args.teams)
             now = time.perf_counter()
             lateness = max(lateness, now - target)
-            sent_at[index] = now
+            sent_at[index] = time.time()
             pending.append(await producer.send(settings.kafka.events_topic, value, key=key))
             if time.monotonic() >= next_progress:
-                slowest = events - max(tracker.missing)
-                say(f"[{clients} clients] sent {index + 1:,}/{events:,}; the slowest client has {slowest:,}")
+                say(f"[{clients} clients] sent {index + 1:,}/{events:,}")
                 next_progress = time.monotonic() + 5
         await asyncio.gather(*pending)
         figures.send_lateness_max_ms = lateness * 1000
         try:
-            await asyncio.wait_for(tracker.all_complete.wait(), args.drain)
+            await asyncio.wait_for(population.all_complete.wait(), args.drain)
         except TimeoutError:
             pass
         figures.window_s = time.perf_counter() - window_began
-        figures.cpu_s = cpu.end()
-        received = sum(c.received for c in population) - received_before
-        figures.messages_per_client = received / clients
-        figures.messages_per_s_all_clients = received / figures.window_s
+        used = cpu.end()
+        client_cpu = [v for k, v in used.items() if k.startswith("clients") and v is not None]
+        figures.cpu_s = {k: v for k, v in used.items() if not k.startswith("clients")}
+        figures.cpu_s["clients"] = sum(client_cpu) if client_cpu else None
+        figures.cpu_s["producer"] = time.process_time() - own_cpu
+        arrivals, received, closed = await population.finish()
+        figures.messages_per_client = sum(received) / clients
+        figures.messages_per_s_all_clients = sum(received) / figures.window_s
         figures.events = events
-        summarize(figures, tracker, sent_at, population, args.max_p99)
-        commits = await commit_times(settings, events)
-        split_latency(figures, tracker, sent_at, wall_offset, commits)
+        summarize(figures, arrivals, sent_at, closed, args.max_p99)
+        commits = await commit_times(settings, events, baseline)
+        split_latency(figures, arrivals, sent_at, commits)
         return figures
     except Exception as exc:  # a failed run is reported; the next count still runs
         figures.why_not.append(f"run failed: {exc!r}"[:2000])
         return figures
     finally:
-        await asyncio.gather(*(c.close() for c in population), return_exceptions=True)
+        await population.stop()
         await producer.stop()
         api.stop()
         worker.stop()
 
 
+async def company_day_calls(settings: Settings) -> int:
+    """The company's calls today so far (the warm-up's), from Redis."""
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        key = RedisKeys.from_settings(settings).bucket("c", "day", day_key(datetime.now(UTC).date()))
+        value = await redis.hget(key, "calls")
+    finally:
+        await redis.aclose()
+    return int(value or 0)
+
+
 def summarize(
-    figures: RunFigures, tracker: Tracker, sent_at: array[float], population: list[LatencyClient], max_p99: float
+    figures: RunFigures,
+    arrivals: list[array[float]],
+    sent_at: array[float],
+    closed: list[str | None],
+    max_p99: float,
 ) -> None:
     latencies: list[float] = []
     delivered = 0
     worst_p99 = 0.0
-    for index, arrivals in enumerate(tracker.arrivals):
-        mine = [arrivals[i] - sent_at[i] for i in range(tracker.events) if not math.isnan(arrivals[i])]
+    events = len(sent_at)
+    for index, mine_at in enumerate(arrivals):
+        mine = [mine_at[i] - sent_at[i] for i in range(events) if not math.isnan(mine_at[i])]
         delivered += len(mine)
         mine.sort()
         if index == 0:
@@ -394,21 +426,21 @@ def summarize(
     figures.p99_ms = _ms(percentile(latencies, 0.99))
     figures.max_ms = _ms(latencies[-1] if latencies else None)
     figures.worst_client_p99_ms = _ms(worst_p99) if latencies else None
-    expected = tracker.events * len(population)
+    expected = events * len(arrivals)
     figures.delivered_share = delivered / expected if expected else 0.0
-    figures.disconnected = sum(1 for c in population if c.closed is not None)
+    figures.disconnected = sum(1 for c in closed if c is not None)
     if figures.disconnected:
-        reasons = {c.closed for c in population if c.closed}
+        reasons = {c for c in closed if c}
         figures.why_not.append(f"{figures.disconnected} clients were disconnected ({sorted(reasons)[:3]})")
     if delivered < expected:
-        figures.why_not.append(f"only {delivered:,} of {expected:,} (client, event) changes arrived")
+        figures.why_not.append(f"only {delivered:,} of {expected:,} (client, event) arrivals")
     if figures.p99_ms is not None and figures.p99_ms > max_p99 * 1000:
         figures.why_not.append(f"p99 {figures.p99_ms:,.0f} ms is over {max_p99 * 1000:,.0f} ms: not keeping up")
     figures.works = not figures.why_not
 
 
-async def commit_times(settings: Settings, events: int) -> array[float]:
-    """Wall time (s) at which the worker committed each event's day bucket, from the Redis change feed."""
+async def commit_times(settings: Settings, events: int, baseline: int) -> array[float]:
+    """Wall time (s) at which the worker committed each event, from the company day calls in the change feed."""
     committed = array("d", [math.nan]) * events
     redis = Redis.from_url(settings.redis.url)
     try:
@@ -417,30 +449,28 @@ async def commit_times(settings: Settings, events: int) -> array[float]:
         )
     finally:
         await redis.aclose()
+    done = 0
     for _id, fields in entries:
         entry = orjson.loads(fields[b"data"])
         for bucket in entry.get("buckets", ()):
-            scope = bucket.get("scope", "")
-            if bucket.get("g") == "day" and scope.startswith("m:lat-"):
-                index = int(scope[6:])
-                if index < events and math.isnan(committed[index]):
+            if bucket.get("scope") == "c" and bucket.get("g") == "day":
+                upto = min(int(bucket["m"].get("calls", 0)) - baseline, events)
+                for index in range(max(done, 0), upto):
                     committed[index] = entry["committed_ms"] / 1000
+                done = max(done, upto)
     return committed
 
 
 def split_latency(
-    figures: RunFigures, tracker: Tracker, sent_at: array[float], wall_offset: float, committed: array[float]
+    figures: RunFigures, arrivals: list[array[float]], sent_at: array[float], committed: array[float]
 ) -> None:
     """Where the latency goes: send -> commit in Redis, and commit -> client."""
-    to_commit = sorted(
-        committed[i] - (sent_at[i] + wall_offset) for i in range(tracker.events) if not math.isnan(committed[i])
-    )
+    events = len(sent_at)
+    to_commit = sorted(committed[i] - sent_at[i] for i in range(events) if not math.isnan(committed[i]))
     to_client: list[float] = []
-    for arrivals in tracker.arrivals:
+    for mine in arrivals:
         to_client += [
-            arrivals[i] + wall_offset - committed[i]
-            for i in range(tracker.events)
-            if not math.isnan(arrivals[i]) and not math.isnan(committed[i])
+            mine[i] - committed[i] for i in range(events) if not math.isnan(mine[i]) and not math.isnan(committed[i])
         ]
     to_client.sort()
     figures.send_to_commit_p50_ms = _ms(percentile(to_commit, 0.5))
@@ -504,6 +534,9 @@ async def run(args: argparse.Namespace) -> int:
             "deflate": args.deflate,
             "warm_broker_s": args.warm_broker,
             "connect_concurrency": args.connect_concurrency,
+            "teams": args.teams,
+            "client_procs": args.client_procs,
+            "subscription": "c + one team, KPI filter calls, meetings, deals_won, revenue, win_rate, pipeline",
             "max_p99_s": args.max_p99,
             "uvloop_clients": args.uvloop,
             "worker_batch_size": servers.settings.worker.batch_size,
@@ -539,10 +572,12 @@ def print_summary(
 ) -> None:
     events = int(args.rate * args.seconds)
     print(
-        f"\nWebSocket latency: {events:,} events at {args.rate:g}/s ({args.seconds:g} s), each its own manager; "
-        f"every client subscribed to '*'; compression {'deflate' if args.deflate else 'off'}"
+        f"\nWebSocket latency: {events:,} events at {args.rate:g}/s ({args.seconds:g} s), "
+        f"calls of {MANAGERS} managers; "
+        f"every client on the company and one of {args.teams} teams, KPI filter; {args.client_procs} client "
+        f"process(es); compression {'deflate' if args.deflate else 'off'}"
     )
-    print("(machine: 2 cores shared by the broker, Redis, worker, API and all clients; compare ratios)\n")
+    print("(machine: 2 cores shared by the broker, Redis, worker, API and all client processes; compare ratios)\n")
     print(
         f"  {'clients':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'delivered':>9} "
         f"{'msgs/s':>8}  verdict"
@@ -590,7 +625,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--clients", type=int, nargs="+", default=[1], help="client counts to run, e.g. 1 1000 (default 1)"
     )
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the fresh topic (default 4)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="partitions of the fresh topic (default 1: events applied in order, which the arrival check needs)",
+    )
+    parser.add_argument("--teams", type=int, default=10, help="teams the events and client subscriptions use (10)")
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=2,
+        help="processes the WebSocket clients are spread over (default 2, one per core)",
+    )
     parser.add_argument(
         "--max-p99", type=float, default=1.0, help="p99 in seconds above which a run does not count as working (1.0)"
     )
@@ -605,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-concurrency",
         type=int,
         default=50,
-        help="clients connecting and subscribing at once (default 50; the API's Redis pool holds 100)",
+        help="clients connecting and subscribing at once, per client process (default 50; the API's Redis pool "
+        "holds 100)",
     )
     parser.add_argument(
         "--warm-broker",
@@ -614,7 +662,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of unmeasured traffic through the fresh broker before the first run (default 10)",
     )
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
-    parser.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="clients on the stock asyncio loop")
+    parser.add_argument(
+        "--profile-api",
+        action="store_true",
+        help="run the API under cProfile (slower); the profile goes to the logs folder (ws<N>-api.prof)",
+    )
+    parser.add_argument(
+        "--no-uvloop", dest="uvloop", action="store_false", help="clients and producer on the stock asyncio loop"
+    )
     return parser
 
 

@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [-h] [--host HOST] [--port PORT] [UVICORN ARGS ...]",
         help="run the dashboard API with uvicorn",
         description=f"Run the dashboard API: python -m uvicorn {API_FACTORY} --factory --host H --port P.",
-        epilog="Other arguments go to uvicorn unchanged (for example --reload).",
+        epilog="Other arguments go to uvicorn unchanged (for example --reload, or --workers N for N processes on "
+        "one port; each reads the change feed and pushes every change to its WebSocket clients).",
         allow_abbrev=False,
     )
     _add_api_address(api)

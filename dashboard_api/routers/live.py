@@ -1,8 +1,9 @@
-"""Live push over WebSocket: snapshot on subscribe, then every change of the subscribed scopes.
+"""Live push over WebSocket: snapshot (or replay) on subscribe, then every change of the subscribed scopes.
 
 Protocol: docs/websocket.md. Each session runs two tasks: one reads the client's messages
-(subscribe, unsubscribe), one is the only writer to the socket (snapshots, changes from the
-client's queue, errors, heartbeat). A session whose queue overflows is closed with 1013.
+(subscribe, unsubscribe), one is the only writer to the socket (snapshots, replays, changes and
+alerts from the client's queue, errors, heartbeat). A session whose queue overflows is closed
+with 1013. Requested scopes are checked in one place, ``_Session.permitted_scopes``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from dashboard_api.broadcaster import LiveClient, OutgoingChange, OutgoingText, QueueItem, SnapshotRequest
+from dashboard_api.auth import LiveGate, SubscriptionRefused, get_access, websocket_principal
+from dashboard_api.broadcaster import (
+    AlertReplayRequest,
+    ChangeBroadcaster,
+    LiveClient,
+    OutgoingAlert,
+    OutgoingChange,
+    OutgoingText,
+    ReplayGap,
+    ResumeRequest,
+    SnapshotRequest,
+    position,
+)
 from dashboard_api.changes import seq_key
 from dashboard_api.dependencies import (
     BroadcasterDep,
@@ -23,12 +38,11 @@ from dashboard_api.dependencies import (
     RedisDep,
     SettingsDep,
 )
+from dashboard_api.errors import ChangeFeedError
 from dashboard_api.live_messages import (
-    BucketKpis,
+    PIPELINE,
     ErrorMessage,
-    PingMessage,
-    ScopeSnapshot,
-    SnapshotMessage,
+    ResumedMessage,
     SubscribeRequest,
     UnsubscribeRequest,
     client_message_adapter,
@@ -42,7 +56,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TIMEOUT_S = 10.0
-PING_TEXT = PingMessage().model_dump_json()
 YIELD_EVERY = 200
 
 
@@ -56,16 +69,28 @@ class _Session:
         settings: SettingsDep,
         redis: RedisDep,
         keys: KeysDep,
+        broadcaster: ChangeBroadcaster,
+        gate: LiveGate,
     ) -> None:
         self.websocket = websocket
+        self.gate = gate
         self.client = client
         self.settings = settings
         self.redis = redis
         self.keys = keys
+        self.broadcaster = broadcaster
         self.probabilities = {stage.name: stage.probability for stage in settings.business.funnel}
 
     def _error(self, message: str) -> None:
         self.client.offer(OutgoingText(ErrorMessage(message=message).model_dump_json()))
+
+    async def permitted_scopes(self, requested: Literal["*"] | list[str]) -> Literal["*"] | list[str]:
+        """The one place where the scopes a subscribe asks for are checked (the token's role, see
+        docs/access.md): return those the client may follow, or raise ScopeNotPermitted (answered with an error)."""
+        try:
+            return await self.gate.permitted(requested)
+        except SubscriptionRefused as exc:
+            raise ScopeNotPermitted(str(exc)) from None
 
     async def receive_loop(self) -> None:
         while True:
@@ -84,39 +109,88 @@ class _Session:
                 )
                 continue
             if isinstance(request, SubscribeRequest):
-                self.client.subscribe(None if request.scopes == "*" else tuple(request.scopes))
+                await self._subscribe(request)
             elif isinstance(request, UnsubscribeRequest):
                 self.client.unsubscribe(None if request.scopes == "*" else tuple(request.scopes))
 
+    async def _subscribe(self, request: SubscribeRequest) -> None:
+        try:
+            scopes = await self.permitted_scopes(request.scopes)
+        except ScopeNotPermitted as exc:
+            self._error(str(exc))
+            return
+        if scopes == "*" or scopes or not request.alerts:
+            resume = None if request.since is None else (request.since, request.since_i)
+            self.client.subscribe(None if scopes == "*" else tuple(scopes), kpis=request.kpis, resume=resume)
+        elif request.kpis is not None:
+            self.client.kpis = frozenset(request.kpis)
+        if request.alerts and (refusal := self.gate.alerts_denial()) is not None:
+            self._error(refusal)
+        elif request.alerts:
+            self.client.subscribe_alerts(request.alerts_since)
+
     async def send_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        heartbeat = self.settings.api.ws_heartbeat_s
-        next_ping = loop.time() + heartbeat
         drained = 0
+        client = self.client
+        send_text = self.websocket.send_text
         while True:
-            item: QueueItem | None
-            if self.client.queue.empty():
-                try:
-                    item = await asyncio.wait_for(self.client.queue.get(), timeout=max(0.0, next_ping - loop.time()))
-                except TimeoutError:
-                    item = None
-            else:
-                # Drain without a round trip through the event loop per message, yielding now and
-                # then so that one long backlog does not hold up the other sessions.
-                item = self.client.queue.get_nowait()
-                drained += 1
-                if drained % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            if loop.time() >= next_ping:
-                await self.websocket.send_text(PING_TEXT)
-                next_ping = loop.time() + heartbeat
+            item = client.get_nowait()
+            if item is None:
+                await client.wait()  # the broadcaster queues a ping every heartbeat interval
+                continue
+            # Drain without a round trip through the event loop per message, yielding now and
+            # then so that one long backlog does not hold up the other sessions.
+            drained += 1
+            if drained % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if isinstance(item, OutgoingChange):
-                if self.client.is_news(item):
-                    await self.websocket.send_text(item.text)
+                if client.is_news(item):
+                    await send_text(item.text)
+            elif isinstance(item, OutgoingAlert):
+                if item.seq > client.alerts_floor:
+                    await send_text(item.text)
             elif isinstance(item, SnapshotRequest):
                 await self._send_snapshot(item)
+            elif isinstance(item, ResumeRequest):
+                await self._replay(item)
+            elif isinstance(item, AlertReplayRequest):
+                await self._replay_alerts(item)
             elif isinstance(item, OutgoingText):
-                await self.websocket.send_text(item.text)
+                await send_text(item.text)
+
+    async def _replay(self, request: ResumeRequest) -> None:
+        """The changes missed since the resume point, or a fresh snapshot when the feed no longer has them."""
+        try:
+            texts, last = await self.broadcaster.replay(self.client, request)
+        except ReplayGap as exc:
+            log.info("live resume from %s not possible (%s): sending a fresh snapshot", request.since, exc)
+            await self._send_snapshot(SnapshotRequest(request.scopes, resync=True))
+            return
+        except (RedisError, OSError, ChangeFeedError) as exc:
+            log.warning("live resume from %s failed: %s", request.since, exc)
+            await self._send_snapshot(SnapshotRequest(request.scopes, resync=True))
+            return
+        for text in texts:
+            await self.websocket.send_text(text)
+        self.client.caught_up(request.scopes, position(seq_key(last)))
+        await self.websocket.send_text(
+            ResumedMessage(since=request.since, seq=last, replayed=len(texts)).model_dump_json()
+        )
+
+    async def _replay_alerts(self, request: AlertReplayRequest) -> None:
+        try:
+            alerts = await self.broadcaster.replay_alerts(request.since)
+        except (RedisError, OSError) as exc:
+            await self.websocket.send_text(
+                ErrorMessage(
+                    message=f"alert replay unavailable (Redis: {exc}); load /api/v1/alerts/history"
+                ).model_dump_json()
+            )
+            return
+        for seq, text in alerts:
+            if seq > self.client.alerts_floor:
+                await self.websocket.send_text(text)
+                self.client.alerts_floor = seq
 
     async def _send_snapshot(self, request: SnapshotRequest) -> None:
         now = self.websocket.app.state.clock()
@@ -132,19 +206,33 @@ class _Session:
                 ErrorMessage(message=f"snapshot unavailable (Redis: {exc}); subscribe again").model_dump_json()
             )
             return
-        message = SnapshotMessage(
-            seq=snapshot.seq,
-            scopes={
-                scope: ScopeSnapshot(
-                    day=BucketKpis(label=snapshot.day_label, kpis=derive_kpis(snapshot.days[scope])),
-                    month=BucketKpis(label=snapshot.month_label, kpis=derive_kpis(snapshot.months[scope])),
-                    pipeline=derive_pipeline(snapshot.current[scope], self.probabilities),
-                )
-                for scope in scopes
-            },
-        )
+        kpis = self.client.kpis
+
+        def only(values: dict[str, Any]) -> dict[str, Any]:
+            return values if kpis is None else {name: value for name, value in values.items() if name in kpis}
+
+        scope_snapshots: dict[str, Any] = {}
+        for scope in scopes:
+            entry: dict[str, Any] = {
+                "day": {
+                    "label": snapshot.day_label,
+                    "kpis": only(derive_kpis(snapshot.days[scope]).model_dump(mode="json")),
+                },
+                "month": {
+                    "label": snapshot.month_label,
+                    "kpis": only(derive_kpis(snapshot.months[scope]).model_dump(mode="json")),
+                },
+            }
+            if kpis is None or PIPELINE in kpis:
+                entry["pipeline"] = derive_pipeline(snapshot.current[scope], self.probabilities).model_dump(mode="json")
+            scope_snapshots[scope] = entry
+        message = {"type": "snapshot", "seq": snapshot.seq, "resync": request.resync, "scopes": scope_snapshots}
         self.client.snapshot_taken(request.scopes, seq_key(snapshot.seq))
-        await self.websocket.send_text(message.model_dump_json())
+        await self.websocket.send_text(orjson.dumps(message).decode())
+
+
+class ScopeNotPermitted(Exception):
+    """A subscribe named a scope the client may not follow (it gets an error message; the connection stays)."""
 
 
 @router.websocket("/ws", name="live")
@@ -157,8 +245,12 @@ async def live_updates(
 ) -> None:
     """Live KPI push (see docs/websocket.md)."""
     await websocket.accept()
+    access = get_access(websocket)
+    principal = await websocket_principal(websocket, access)
+    if principal is None:  # told why, and closed with 4401
+        return
     client = LiveClient(settings.api.ws_client_queue)
-    session = _Session(websocket, client, settings, redis, keys)
+    session = _Session(websocket, client, settings, redis, keys, broadcaster, LiveGate(access, principal))
     broadcaster.register(client)
     tasks = {
         asyncio.create_task(session.receive_loop(), name="ws-receive"),

@@ -1,18 +1,18 @@
 """Live push over /ws against a real Redis change stream: snapshot, changes, unsubscribe,
-heartbeat, latency metric, and a slow client dropped without slowing the others."""
+heartbeat, latency metric, KPI filters, resume after a reconnect, the alert ticker.
+(Many clients with a stalled one: test_api_live_fanout.py; several API processes: test_api_live_scaleout.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+
+from services.topics import AlertNames
 
 if TYPE_CHECKING:
     from tests.integration.api_harness import ApiFactory, RunningApi
@@ -31,11 +31,19 @@ async def receive(ws: ClientConnection, *, within: float = 5.0, skip_pings: bool
             return message
 
 
-async def subscribe(ws: ClientConnection, scopes: list[str] | str) -> dict[str, Any]:
-    await ws.send(json.dumps({"type": "subscribe", "scopes": scopes}))
+async def subscribe(ws: ClientConnection, scopes: list[str] | str, **extra: Any) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "subscribe", "scopes": scopes, **extra}))
     snapshot = await receive(ws)
     assert snapshot["type"] == "snapshot", snapshot
     return snapshot
+
+
+async def receive_until(ws: ClientConnection, kind: str, *, within: float = 10.0) -> list[dict[str, Any]]:
+    """Every message up to and including the first of this type."""
+    messages: list[dict[str, Any]] = []
+    while not messages or messages[-1]["type"] != kind:
+        messages.append(await receive(ws, within=within))
+    return messages
 
 
 async def test_snapshot_on_subscribe_then_changes_of_subscribed_scopes(api: RunningApi) -> None:
@@ -69,6 +77,7 @@ async def test_snapshot_on_subscribe_then_changes_of_subscribed_scopes(api: Runn
     assert day_change == {
         "type": "change",
         "seq": seq,
+        "i": 0,
         "scope": "m:alice",
         "g": "day",
         "b": TODAY,
@@ -170,63 +179,167 @@ async def test_event_to_push_latency_is_observed_once_per_change(api: RunningApi
     assert samples[("crm_ws_clients", ())] == 2
 
 
-def _slow_socket(port: int) -> socket.socket:
-    """A client socket with a tiny receive buffer, so unread messages back up at the server quickly."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
+async def test_a_kpi_filter_narrows_snapshots_and_changes_and_skips_changes_that_touch_none(api: RunningApi) -> None:
+    await api.write_bucket("c", "day", TODAY, {"calls": 3, "revenue": 500_000})
+    await api.write_current("c", {"pipe_n:new": 1, "pipe_amt:new": 10_000})
+
+    async with connect(api.ws_url) as ws:
+        snapshot = await subscribe(ws, ["c"], kpis=["calls", "revenue"])
+        await api.add_change([("c", "day", TODAY, {"calls": 4, "revenue": 500_000})])
+        first = await receive(ws)
+        await api.add_change([("c", "day", TODAY, {"calls": 4, "revenue": 500_000, "meetings": 1})])  # neither KPI
+        await api.add_change(current=[("c", {"pipe_n:new": 2, "pipe_amt:new": 20_000})])  # no "pipeline" asked
+        last = await api.add_change([("c", "day", TODAY, {"calls": 5, "revenue": 500_000, "meetings": 1})])
+        second = await receive(ws)
+
+    assert snapshot["scopes"]["c"]["day"]["kpis"] == {"calls": 3, "revenue": "50.0000"}
+    assert "pipeline" not in snapshot["scopes"]["c"]
+    assert first["kpis"] == {"calls": 4, "revenue": "50.0000"}
+    assert (second["seq"], second["kpis"]) == (last, {"calls": 5, "revenue": "50.0000"})
 
 
-async def test_a_slow_client_is_dropped_while_others_keep_receiving(api_factory: ApiFactory) -> None:
-    async with api_factory(api={"ws_client_queue": 200}) as api:
-        fast = await connect(api.ws_url, compression=None, max_queue=None)
-        slow = await connect(api.ws_url, sock=_slow_socket(api.port), compression=None, max_queue=1)
-        try:
-            await subscribe(fast, "*")
-            await subscribe(slow, "*")
-            received: list[dict[str, Any]] = []
+async def test_an_unknown_kpi_in_a_filter_gets_an_error(api: RunningApi) -> None:
+    async with connect(api.ws_url) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "scopes": ["c"], "kpis": ["calls", "happiness"]}))
+        error = await receive(ws)
 
-            async def read_fast() -> None:
-                with contextlib.suppress(ConnectionClosed):
-                    while True:
-                        received.append(json.loads(await fast.recv()))
+    assert error["type"] == "error"
+    assert "unknown KPI(s) ['happiness']" in error["message"]
 
-            reader = asyncio.create_task(read_fast())
-            # Bulky changes, until the slow client (which reads nothing) is dropped.
-            fat = {f"src_created:source-{i:03d}": i + 1 for i in range(40)}
-            sent = 0
 
-            async def slow_client_dropped() -> bool:
-                nonlocal sent
-                if (await api.metric_samples())[("crm_ws_clients", ())] == 1:
-                    return True
-                for _ in range(20):
-                    sent += 1
-                    await api.add_change([(f"m:bulk-{i}", "day", TODAY, {**fat, "calls": sent}) for i in range(25)])
-                return False
+def position(message: dict[str, Any]) -> tuple[int, int, int]:
+    millis, counter = message["seq"].split("-")
+    return int(millis), int(counter), message["i"]
 
-            await api.eventually(slow_client_dropped, within=60, interval=0, what="the slow client to be dropped")
-            marker = await api.add_change([("c", "day", TODAY, {"calls": 424242})])
-            await api.eventually(
-                lambda: any(m.get("seq") == marker for m in received), what="the marker at the fast client"
-            )
-            reader.cancel()
 
-            # The slow client gets everything queued so far, then the close frame: code 1013.
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
-                    await asyncio.wait_for(slow.recv(), timeout=15)
-            samples = await api.metric_samples()
-        finally:
-            await fast.close()
-            await slow.close()
+async def test_resume_replays_exactly_the_missed_changes_in_order(api: RunningApi) -> None:
+    first_part: list[dict[str, Any]] = []
+    async with connect(api.ws_url) as ws:
+        await subscribe(ws, ["c", "m:alice"])
+        await api.add_change([("c", "day", TODAY, {"calls": 1})])
+        # One entry of two buckets: the connection drops after the first of them.
+        await api.add_change([("m:alice", "day", TODAY, {"calls": 1}), ("c", "month", MONTH, {"calls": 20})])
+        first_part.append(await receive(ws))
+        first_part.append(await receive(ws))
+    last = first_part[-1]
+    assert (last["scope"], last["i"]) == ("m:alice", 0)
 
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1013
-    assert closed.value.rcvd.reason.startswith("too slow: more than 200 updates queued")
+    # Missed while away: the rest of that entry, changes of both scopes, and one of a scope not followed.
+    await api.add_change([("m:bob", "day", TODAY, {"calls": 7})])
+    await api.add_change([("m:alice", "month", MONTH, {"calls": 5})])
+    await api.add_change([("c", "day", TODAY, {"calls": 2})])
+    await api.add_change([("c", "day", TODAY, {"calls": 3})])  # the replay sends a bucket once, with its newest
+
+    async with connect(api.ws_url) as ws:
+        await ws.send(
+            json.dumps({"type": "subscribe", "scopes": ["c", "m:alice"], "since": last["seq"], "since_i": last["i"]})
+        )
+        replayed = await receive_until(ws, "resumed")
+        live_seq = await api.add_change([("c", "day", TODAY, {"calls": 4})])
+        live = await receive(ws)
+
+    resumed = replayed.pop()
+    changes = [(m["scope"], m["g"], m["kpis"]["calls"]) for m in replayed]
+    assert changes == [
+        ("c", "month", 20),  # the rest of the entry the connection dropped in
+        ("m:alice", "month", 5),
+        ("c", "day", 3),
+    ]
+    assert [m["type"] for m in replayed] == ["change"] * 3
+    every = [position(m) for m in [*first_part, *replayed]]
+    assert every == sorted(set(every))  # in order, none twice across the boundary
+    assert resumed == {"type": "resumed", "since": last["seq"], "seq": replayed[-1]["seq"], "replayed": 3}
+    assert (live["seq"], live["kpis"]["calls"]) == (live_seq, 4)  # then live, nothing repeated
+
+
+async def test_changes_while_the_replay_runs_are_sent_once(api: RunningApi) -> None:
+    async with connect(api.ws_url) as ws:
+        snapshot = await subscribe(ws, ["c"])
+    seqs = [await api.add_change([("c", "day", TODAY, {"calls": n})]) for n in range(1, 201)]
+
+    async with connect(api.ws_url) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "scopes": ["c"], "since": snapshot["seq"]}))
+
+        async def more() -> list[str]:
+            return [await api.add_change([("c", "day", TODAY, {"calls": n})]) for n in range(201, 301)]
+
+        writing = asyncio.create_task(more())
+        received: list[dict[str, Any]] = []
+        while not (
+            any(m["type"] == "resumed" for m in received)
+            and any(m.get("kpis", {}).get("calls") == 300 for m in received)
+        ):
+            received.append(await receive(ws))
+        seqs += await writing
+
     changes = [m for m in received if m["type"] == "change"]
-    assert len(changes) == sent * 25 + 1  # the fast client missed nothing
-    assert samples[("crm_ws_dropped_clients_total", ())] == 1
-    assert samples[("crm_ws_clients", ())] == 1
+    assert [m["type"] for m in received].count("resumed") == 1
+    got = [m["seq"] for m in changes]
+    assert got == sorted(set(got), key=lambda seq: tuple(map(int, seq.split("-"))))  # in order, no repeats
+    # Values are absolute: whatever was coalesced, the last value is the newest, and nothing after it is missing.
+    assert got[-1] == seqs[-1]
+    assert set(got) <= set(seqs)
+
+
+async def test_resuming_from_before_what_the_feed_holds_gets_a_fresh_snapshot(api: RunningApi) -> None:
+    old = await api.add_change([("c", "day", TODAY, {"calls": 1})])
+    await api.add_change([("c", "day", TODAY, {"calls": 2})])
+    newest = await api.add_change([("c", "day", TODAY, {"calls": 3})])
+    await api.write_bucket("c", "day", TODAY, {"calls": 3})
+    await api.redis.xtrim(
+        api.keys.changes, maxlen=1, approximate=False
+    )  # as the relay trims entries past the resume window
+
+    async with connect(api.ws_url) as ws:
+        snapshot = await subscribe(ws, ["c"], since=old)
+        await ws.send(json.dumps({"type": "subscribe", "scopes": ["c"], "since": "9999999999999-0"}))
+        from_the_future = await receive(ws)
+
+    assert snapshot["resync"] is True
+    assert snapshot["seq"] == newest
+    assert snapshot["scopes"]["c"]["day"]["kpis"]["calls"] == 3
+    assert (from_the_future["type"], from_the_future["resync"]) == ("snapshot", True)
+
+
+async def test_the_alert_ticker_pushes_alert_history_entries(api: RunningApi) -> None:
+    history = AlertNames.from_settings(api.settings).history
+    state = {
+        "kind": "state",
+        "at": "2026-11-27T12:00:00+00:00",
+        "rule_id": "low-calls",
+        "scope": "c",
+        "fingerprint": "f1",
+        "from": "pending",
+        "to": "firing",
+        "reason": "for_elapsed",
+        "value": "2",
+        "labels": {"alertname": "Low calls", "severity": "critical"},
+    }
+    earlier = await api.redis.xadd(history, {"data": json.dumps(state)})
+
+    async with connect(api.ws_url) as ticker, connect(api.ws_url) as kpis_only:
+        await ticker.send(json.dumps({"type": "subscribe", "alerts": True, "alerts_since": "0-0"}))
+        replayed = await receive(ticker)
+        await subscribe(kpis_only, ["c"])
+        resolved = {**state, "from": "firing", "to": "resolved", "value": "9"}
+        live_seq = await api.redis.xadd(history, {"data": json.dumps(resolved)})
+        await api.add_change([("c", "day", TODAY, {"calls": 1})])
+        live = await receive(ticker)
+        only_change = await receive(kpis_only)
+
+    assert replayed == {
+        "type": "alert",
+        "seq": earlier,
+        "kind": "state",
+        "at": "2026-11-27T12:00:00+00:00",
+        "alertname": "Low calls",
+        "severity": "critical",
+        "rule_id": "low-calls",
+        "scope": "c",
+        "fingerprint": "f1",
+        "from": "pending",
+        "to": "firing",
+        "value": "2",
+    }
+    assert (live["type"], live["seq"], live["to"]) == ("alert", live_seq, "resolved")
+    assert only_change["type"] == "change"  # no alerts for a client that did not ask

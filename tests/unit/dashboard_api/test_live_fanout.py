@@ -1,4 +1,5 @@
-"""Fan-out of changes to live clients: subscriptions, snapshot floors, overflow, the latency metric."""
+"""Fan-out of changes to live clients: subscriptions, KPI filters, snapshot floors, coalescing, overflow,
+alerts, the latency metric."""
 
 from __future__ import annotations
 
@@ -7,19 +8,33 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from dashboard_api.broadcaster import ChangeBroadcaster, LiveClient, OutgoingChange, SnapshotRequest
+from dashboard_api.broadcaster import (
+    ChangeBroadcaster,
+    LiveClient,
+    OutgoingAlert,
+    OutgoingChange,
+    SnapshotRequest,
+    coalesce,
+)
 from dashboard_api.changes import BucketChange, ChangeEntry, CurrentChange
+from dashboard_api.live_messages import alert_text
 from dashboard_api.metrics import ApiMetrics
 
 PROBABILITIES = {"new": Decimal("0.1"), "won_soon": Decimal("0.9")}
 
 
-def entry(seq: str, *scopes: str, produced_ms: int | None = None, current: tuple[str, ...] = ()) -> ChangeEntry:
+def entry(
+    seq: str,
+    *scopes: str,
+    produced_ms: int | None = None,
+    current: tuple[str, ...] = (),
+    measures: dict[str, int] | None = None,
+) -> ChangeEntry:
     return ChangeEntry(
         seq=seq,
         produced_ms=produced_ms,
         committed_ms=None,
-        buckets=tuple(BucketChange(scope, "day", "2026-11-27", {"calls": 1}) for scope in scopes),
+        buckets=tuple(BucketChange(scope, "day", "2026-11-27", measures or {"calls": 1}) for scope in scopes),
         current=tuple(CurrentChange(scope, {"pipe_n:new": 1, "pipe_amt:new": 10_000}) for scope in current),
     )
 
@@ -31,9 +46,13 @@ def broadcaster() -> tuple[ChangeBroadcaster, ApiMetrics]:
 
 def drain(client: LiveClient) -> list[Any]:
     items = []
-    while not client.queue.empty():
-        items.append(client.queue.get_nowait())
+    while (item := client.get_nowait()) is not None:
+        items.append(item)
     return items
+
+
+def change(seq: tuple[int, int], scope: str, i: int = 0) -> OutgoingChange:
+    return OutgoingChange((*seq, i), scope, ("b", scope, "day", "2026-11-27"), "")
 
 
 def histogram_count(metrics: ApiMetrics) -> float:
@@ -62,6 +81,7 @@ def test_changes_reach_only_subscribed_clients_serialized_once() -> None:
     assert message == {
         "type": "change",
         "seq": "5-0",
+        "i": 0,
         "scope": "m:alice",
         "g": "day",
         "b": "2026-11-27",
@@ -99,10 +119,10 @@ def test_changes_already_in_the_snapshot_are_skipped() -> None:
     client.subscribe(("m:alice",))
     client.snapshot_taken(("m:alice",), (100, 2))
 
-    assert not client.is_news(OutgoingChange((100, 2), "m:alice", ""))
-    assert not client.is_news(OutgoingChange((99, 7), "m:alice", ""))
-    assert client.is_news(OutgoingChange((100, 3), "m:alice", ""))
-    assert not client.is_news(OutgoingChange((200, 0), "m:bob", ""))  # not subscribed
+    assert not client.is_news(change((100, 2), "m:alice", i=5))
+    assert not client.is_news(change((99, 7), "m:alice"))
+    assert client.is_news(change((100, 3), "m:alice"))
+    assert not client.is_news(change((200, 0), "m:bob"))  # not subscribed
 
 
 def test_a_star_snapshot_sets_the_floor_of_every_scope() -> None:
@@ -110,10 +130,10 @@ def test_a_star_snapshot_sets_the_floor_of_every_scope() -> None:
     client.subscribe(None)
     client.snapshot_taken(None, (50, 0))
 
-    assert not client.is_news(OutgoingChange((50, 0), "m:new-manager", ""))
-    assert client.is_news(OutgoingChange((50, 1), "m:new-manager", ""))
+    assert not client.is_news(change((50, 0), "m:new-manager"))
+    assert client.is_news(change((50, 1), "m:new-manager"))
     client.unsubscribe(None)
-    assert not client.is_news(OutgoingChange((60, 0), "m:new-manager", ""))
+    assert not client.is_news(change((60, 0), "m:new-manager"))
 
 
 def test_a_full_queue_drops_that_client_only() -> None:
@@ -125,7 +145,7 @@ def test_a_full_queue_drops_that_client_only() -> None:
     drain(fast)
 
     for n in range(3):
-        hub.publish(entry(f"{n + 1}-0", "c"))
+        hub.publish(entry(f"{n + 1}-0", f"m:{n}"))  # distinct buckets: nothing to coalesce
         drain(fast)
 
     assert slow.overflowed.is_set()
@@ -134,7 +154,7 @@ def test_a_full_queue_drops_that_client_only() -> None:
     assert metrics.registry.get_sample_value("crm_ws_clients") == 1
     assert metrics.registry.get_sample_value("crm_ws_dropped_clients_total") == 1
     hub.publish(entry("9-0", "c"))
-    assert [change.seq for change in drain(fast)] == [(9, 0)]
+    assert [change.position for change in drain(fast)] == [(9, 0, 0)]
     assert not slow.offer(SnapshotRequest(None))  # nothing more is queued for a dropped client
 
 
@@ -163,3 +183,162 @@ def test_no_latency_is_recorded_when_nobody_receives_the_change() -> None:
     hub.publish(entry("2-0", "m:alice"))  # no produced_ms: nothing to measure
 
     assert histogram_count(metrics) == 0
+
+
+def test_kpi_filters_share_one_text_per_filter_and_skip_changes_that_touch_none_of_their_kpis() -> None:
+    hub, _ = broadcaster()
+    calls_a, calls_b, revenue, everything = LiveClient(10), LiveClient(10), LiveClient(10), LiveClient(10)
+    calls_a.subscribe(("c",), kpis=["calls", "meetings"])
+    calls_b.subscribe(("c",), kpis=["meetings", "calls"])
+    revenue.subscribe(("c",), kpis=["revenue"])
+    everything.subscribe(("c",))
+    for client in (calls_a, calls_b, revenue, everything):
+        hub.register(client)
+        drain(client)
+
+    hub.publish(entry("1-0", "c", measures={"calls": 1}))  # first sight of the bucket: sent to all
+    assert all(len(drain(client)) == 1 for client in (calls_a, calls_b, revenue, everything))
+    hub.publish(entry("2-0", "c", measures={"calls": 2}))  # revenue unchanged
+
+    [to_a], [to_b], [to_all] = drain(calls_a), drain(calls_b), drain(everything)
+    assert drain(revenue) == []
+    assert to_a.text is to_b.text  # one serialization per filter
+    assert json.loads(to_a.text)["kpis"] == {"calls": 2, "meetings": 0}
+    assert "revenue" in json.loads(to_all.text)["kpis"]
+
+
+def test_the_pipeline_goes_only_to_filters_that_name_it() -> None:
+    hub, _ = broadcaster()
+    with_pipeline, without = LiveClient(10), LiveClient(10)
+    with_pipeline.subscribe(("c",), kpis=["calls", "pipeline"])
+    without.subscribe(("c",), kpis=["calls"])
+    for client in (with_pipeline, without):
+        hub.register(client)
+        drain(client)
+
+    hub.publish(entry("1-0", current=("c",)))
+
+    assert [json.loads(c.text)["type"] for c in drain(with_pipeline)] == ["pipeline"]
+    assert drain(without) == []
+
+
+def test_a_newer_change_of_a_queued_bucket_replaces_it_at_the_end_of_the_queue() -> None:
+    hub, _ = broadcaster()
+    client = LiveClient(10)
+    client.subscribe(None)
+    hub.register(client)
+    drain(client)
+
+    hub.publish(entry("1-0", "m:a", "m:b", measures={"calls": 1}))
+    hub.publish(entry("2-0", "m:a", measures={"calls": 2}))
+
+    queued = drain(client)
+    assert [(c.scope, c.position) for c in queued] == [("m:b", (1, 0, 1)), ("m:a", (2, 0, 0))]
+    assert json.loads(queued[1].text)["kpis"]["calls"] == 2
+    assert client.coalesced == 1
+
+
+def test_entries_read_together_are_coalesced_per_bucket_in_position_order() -> None:
+    items = coalesce(
+        [
+            entry("1-0", "m:a", "m:b", measures={"calls": 1}),
+            entry("2-0", "m:c", "m:a", measures={"calls": 2}, current=("m:b",)),
+        ]
+    )
+
+    assert [(item.scope, item.granularity, item.position) for item in items] == [
+        ("m:b", "day", (1, 0, 1)),
+        ("m:c", "day", (2, 0, 0)),
+        ("m:a", "day", (2, 0, 1)),
+        ("m:b", "current", (2, 0, 2)),
+    ]
+    assert items[2].measures == {"calls": 2}
+
+
+def test_a_resume_floor_inside_an_entry_skips_only_what_the_client_has() -> None:
+    client = LiveClient(10)
+    client.subscribe(("c",), resume=("7-0", 1))
+    client.caught_up(("c",), (7, 0, 1))
+
+    assert not client.is_news(change((7, 0), "c", i=1))
+    assert client.is_news(change((7, 0), "c", i=2))
+
+
+def test_alerts_reach_only_clients_following_them_as_small_messages() -> None:
+    hub, _ = broadcaster()
+    ticker, other = LiveClient(10), LiveClient(10)
+    ticker.subscribe_alerts()
+    other.subscribe(("c",))
+    for client in (ticker, other):
+        hub.register(client)
+        drain(client)
+    state = {
+        "kind": "state",
+        "at": "2026-11-28T02:00:00+00:00",
+        "rule_id": "low-calls",
+        "scope": "t:team-01",
+        "fingerprint": "ab12",
+        "from": "pending",
+        "to": "firing",
+        "reason": "for_elapsed",
+        "value": "3",
+        "labels": {"alertname": "Low calls", "severity": "warning", "team": "team-01", "kpi": "calls"},
+        "rule_name": "Low calls",
+        "severity": "warning",
+        "kpi": "calls",
+        "message": "team-01 made 3 calls today",
+        "threshold": "5",
+    }
+
+    hub.publish_alert("5-0", {b"data": json.dumps(state).encode()})
+
+    [alert] = drain(ticker)
+    assert drain(other) == []
+    assert isinstance(alert, OutgoingAlert)
+    assert json.loads(alert.text) == {
+        "type": "alert",
+        "seq": "5-0",
+        "kind": "state",
+        "at": "2026-11-28T02:00:00+00:00",
+        "alertname": "Low calls",
+        "severity": "warning",
+        "message": "team-01 made 3 calls today",
+        "kpi": "calls",
+        "rule_id": "low-calls",
+        "scope": "t:team-01",
+        "fingerprint": "ab12",
+        "from": "pending",
+        "to": "firing",
+        "value": "3",
+    }
+
+
+def test_a_notification_becomes_an_alert_message_with_counts() -> None:
+    note = {
+        "kind": "notification",
+        "outcome": "sent",
+        "at": "2026-11-28T02:00:00+00:00",
+        "id": "n1",
+        "receiver": "slack-sales",
+        "status": "firing",
+        "repeat": False,
+        "firing": ["a", "b"],
+        "resolved": [],
+        "attempt": 1,
+    }
+
+    text = alert_text("6-0", {b"data": json.dumps(note).encode()})
+
+    assert text is not None
+    assert json.loads(text) == {
+        "type": "alert",
+        "seq": "6-0",
+        "kind": "notification",
+        "at": "2026-11-28T02:00:00+00:00",
+        "outcome": "sent",
+        "receiver": "slack-sales",
+        "status": "firing",
+        "firing": 2,
+        "resolved": 0,
+    }
+    assert alert_text("7-0", {b"data": b"not json"}) is None

@@ -1,298 +1,475 @@
-// CRM Pulse wall display: loads today's leaderboard and totals over REST, then follows the
-// live WebSocket feed (docs/websocket.md). Plain JavaScript, no build step, no network but the API.
-"use strict";
+// CRM Pulse wall display (TV mode): leaderboard, funnel and comparisons of the company or a team,
+// rotating as a playlist, kept live by the WebSocket feed (docs/websocket.md), with an alert ticker.
+// Plain JavaScript modules, no build step, nothing fetched but this server's REST API and "/ws".
+//
+// URL: /?scope=c | /?scope=t:team-01 (or ?team=team-01), &view=funnel, or
+//      &playlist=leaderboard,funnel,compare&rotate=20 (seconds; 0 stops), &rows=10, &sort=revenue,
+//      &token=... (kept for the tab). /?manager=<id> opens the manager's own view (/me).
 
-(function () {
-  const params = new URLSearchParams(window.location.search);
-  const team = params.get("team");
-  const maxRows = Math.max(1, parseInt(params.get("rows") || "15", 10) || 15);
-  const totalScope = team ? "t:" + team : "c";
-  const ROW_KPIS = ["calls", "meetings", "deals_won", "revenue"];
-  const TOTAL_KPIS = ["calls", "meetings", "deals_won", "revenue", "win_rate"];
-  const HEARTBEAT_TIMEOUT_MS = 45000;
+import { getJSON, initToken } from "./api.js";
+import { renderComparisons } from "./compare.js";
+import { formatKpi } from "./format.js";
+import { LiveFeed } from "./live.js";
+import { clearError, reportError, setStatus, showDenied, showMessage, startClock } from "./screen.js";
+import { flash, showValue } from "./tween.js";
 
-  const state = {
-    day: null, // current day label, e.g. "2026-11-27"
-    month: null, // current month label, e.g. "2026-11"
-    currency: "USD",
-    totals: { day: null, month: null },
-    managers: new Map(), // manager id -> today's KPI values
-    members: null, // team view: the team's manager ids (null: every manager)
-  };
+const VIEWS = ["leaderboard", "funnel", "compare"];
+const ROW_KPIS = ["calls", "meetings", "deals_won", "revenue"];
+const TOTAL_KPIS = ["calls", "meetings", "deals_won", "revenue"];
+const COMPARE_KPIS = ["calls", "meetings", "deals_created", "deals_won", "revenue", "win_rate"];
+const ALERT_REFRESH_MS = 30000;
 
-  let socket = null;
-  let backoffMs = 500;
-  let lastMessageAt = 0;
-  let reconnectTimer = null;
-  let membershipTimer = null;
+const params = new URLSearchParams(window.location.search);
 
-  // ---------- formatting ----------
+function redirectToManagerView() {
+  const scope = params.get("scope") || "";
+  const manager = params.get("manager") || (scope.startsWith("m:") ? scope.slice(2) : null);
+  if (!manager) return false;
+  const rest = new URLSearchParams(params);
+  rest.delete("scope");
+  rest.delete("token"); // already kept for this tab
+  rest.set("manager", manager);
+  window.location.replace("/me?" + rest.toString());
+  return true;
+}
 
-  const integer = new Intl.NumberFormat("en-US");
-  let money = makeMoney("USD");
+function parseScope() {
+  const scope = params.get("scope") || (params.get("team") ? "t:" + params.get("team") : "c");
+  if (scope === "c") return { token: "c", team: null };
+  if (scope.startsWith("t:") && scope.length > 2) return { token: scope, team: scope.slice(2) };
+  return { token: "c", team: null, invalid: scope };
+}
 
-  function makeMoney(currency) {
+function parsePlaylist() {
+  const given = (params.get("playlist") || params.get("view") || VIEWS.join(","))
+    .split(",")
+    .map((name) => name.trim())
+    .filter((name) => VIEWS.includes(name));
+  const views = given.length ? given : VIEWS;
+  const seconds = Number(params.get("rotate") ?? "20");
+  return { views, rotateMs: Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 0 };
+}
+
+const scope = parseScope();
+const playlist = parsePlaylist();
+const maxRows = Math.max(1, Math.min(30, parseInt(params.get("rows") || "10", 10) || 10));
+const sortKpi = ROW_KPIS.includes(params.get("sort")) ? params.get("sort") : "revenue";
+const team = scope.team;
+const kpiBase = team ? "/api/v1/kpis/teams/" + encodeURIComponent(team) : "/api/v1/kpis/company";
+const funnelBase = team ? "/api/v1/funnel/teams/" + encodeURIComponent(team) : "/api/v1/funnel/company";
+
+const state = {
+  day: null, // current local day label, e.g. "2026-11-28"
+  month: null, // current month label, e.g. "2026-11"
+  currency: "USD",
+  totals: { day: null, month: null, yesterday: null, lastMonth: null, quota: null },
+  managers: new Map(), // manager id -> { day, month, quota }
+  members: null, // team view: the team's manager ids (null: every manager)
+  stages: [], // the funnel's open stages, in order
+  alerts: [],
+};
+
+// ---------- helpers ----------
+
+function manager(id) {
+  let entry = state.managers.get(id);
+  if (!entry) {
+    entry = { day: null, month: null, quota: null };
+    state.managers.set(id, entry);
+  }
+  return entry;
+}
+
+function attainment(kpis, quota) {
+  if (!kpis || quota === null || quota === undefined || Number(quota) === 0) return null;
+  return Number(kpis.revenue) / Number(quota);
+}
+
+function fmt(kpi) {
+  return (value) => formatKpi(kpi, value, state.currency);
+}
+
+function setProgress(container, ratio) {
+  const bar = container.querySelector(".bar");
+  const percent = ratio === null ? 0 : Math.max(0, Math.min(100, ratio * 100));
+  bar.style.width = percent.toFixed(1) + "%";
+  container.dataset.level = ratio === null ? "none" : ratio >= 1 ? "done" : ratio >= 0.7 ? "near" : "low";
+}
+
+function show(element, kpi, value, animate) {
+  if (element) showValue(element, value, fmt(kpi), animate);
+}
+
+// ---------- rendering: leaderboard ----------
+
+function renderTotals(animate) {
+  for (const period of ["day", "month"]) {
+    const kpis = state.totals[period];
+    for (const kpi of TOTAL_KPIS) {
+      const cell = document.querySelector(`[data-scope="total"][data-period="${period}"][data-kpi="${kpi}"]`);
+      show(cell, kpi, kpis ? kpis[kpi] : null, animate);
+    }
+  }
+  const ratio = attainment(state.totals.month, state.totals.quota);
+  show(document.querySelector('[data-scope="total"][data-kpi="quota_attainment"]'), "quota_attainment", ratio, animate);
+  setProgress(document.querySelector('[data-progress="total"]'), ratio);
+}
+
+function ranked() {
+  const value = (entry) => Number(entry.day ? entry.day[sortKpi] : 0) || 0;
+  return Array.from(state.managers.entries())
+    .filter(([id]) => state.members === null || state.members.has(id))
+    .sort((a, b) => value(b[1]) - value(a[1]) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .slice(0, maxRows);
+}
+
+function renderLeaderboard(animate) {
+  const body = document.getElementById("leaderboard");
+  const template = document.getElementById("row-template");
+  const existing = new Map();
+  for (const row of body.querySelectorAll("tr[data-manager]")) existing.set(row.dataset.manager, row);
+  const rows = ranked();
+  rows.forEach(([id, entry], index) => {
+    let row = existing.get(id);
+    if (!row) {
+      row = template.content.firstElementChild.cloneNode(true);
+      row.dataset.manager = id;
+      row.querySelector("[data-name]").textContent = id;
+    }
+    existing.delete(id);
+    const rank = String(index + 1);
+    if (row.dataset.rank !== undefined && row.dataset.rank !== rank && animate) flash(row.querySelector("[data-rank]"));
+    row.dataset.rank = rank;
+    row.querySelector("[data-rank]").textContent = rank;
+    for (const kpi of ROW_KPIS) show(row.querySelector(`[data-kpi="${kpi}"]`), kpi, entry.day ? entry.day[kpi] : 0, animate);
+    const ratio = attainment(entry.month, entry.quota);
+    show(row.querySelector('[data-kpi="quota_attainment"]'), "quota_attainment", ratio, animate);
+    setProgress(row.querySelector(".progress"), ratio);
+    if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
+  });
+  for (const row of existing.values()) row.remove();
+  document.getElementById("leaderboard-empty").hidden = rows.length > 0;
+}
+
+// ---------- rendering: funnel ----------
+
+function renderFunnel(animate) {
+  const root = document.getElementById("funnel");
+  const kpis = state.totals.month;
+  const entries = state.stages.map((stage) => (kpis && kpis.stage_entries ? kpis.stage_entries[stage] || 0 : 0));
+  const won = kpis ? kpis.deals_won : 0;
+  const names = [...state.stages, "won"];
+  const counts = [...entries, won];
+  if (root.dataset.stages !== names.join(",")) {
+    root.replaceChildren();
+    names.forEach((name, i) => {
+      const row = document.createElement("div");
+      row.className = "funnel-stage" + (name === "won" ? " won" : "");
+      row.dataset.stage = name;
+      row.innerHTML =
+        '<div class="stage-name"></div><div class="stage-bar"><div class="fill"></div>' +
+        '<span class="stage-count" data-kpi="entries"></span></div><div class="stage-conv"></div>';
+      row.querySelector(".stage-name").textContent = name;
+      root.appendChild(row);
+      if (i < names.length - 1) row.dataset.next = names[i + 1];
+    });
+    root.dataset.stages = names.join(",");
+  }
+  const widest = Math.max(1, ...counts);
+  names.forEach((name, i) => {
+    const row = root.querySelector(`[data-stage="${name}"]`);
+    row.querySelector(".fill").style.width = Math.max(0.5, (counts[i] / widest) * 100).toFixed(1) + "%";
+    show(row.querySelector(".stage-count"), "entries", counts[i], animate);
+    const conv = row.querySelector(".stage-conv");
+    if (i < names.length - 1) {
+      const ratio = counts[i] ? counts[i + 1] / counts[i] : null;
+      show(conv, "conversion", ratio, animate);
+      conv.title = "conversion to " + names[i + 1];
+    }
+  });
+  show(document.querySelector('[data-funnel="won"]'), "deals_won", won, animate);
+  show(document.querySelector('[data-funnel="lost"]'), "deals_lost", kpis ? kpis.deals_lost : null, animate);
+  show(document.querySelector('[data-funnel="overall"]'), "conversion", entries[0] ? won / entries[0] : null, animate);
+}
+
+// ---------- rendering: comparisons ----------
+
+function renderCompare(animate) {
+  const pairs = { day: [state.totals.day, state.totals.yesterday], month: [state.totals.month, state.totals.lastMonth] };
+  renderComparisons(document.getElementById("compare"), COMPARE_KPIS, pairs, state.currency, animate);
+}
+
+function renderAll(animate) {
+  renderTotals(animate);
+  renderLeaderboard(animate);
+  renderFunnel(animate);
+  renderCompare(animate);
+}
+
+// ---------- alert ticker ----------
+
+function alertItem(entry) {
+  const labels = entry.labels || {};
+  const status = entry.to || entry.status || "";
+  const severity = entry.severity || labels.severity || "";
+  const when = entry.at ? new Date(entry.at).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" }) : "";
+  const parts = [entry.alertname || labels.alertname || entry.rule_id || "alert", entry.scope || ""];
+  if (entry.value !== undefined && entry.value !== null) parts.push("value " + entry.value);
+  return { id: entry.id || entry.seq, status, severity, when, text: parts.filter(Boolean).join(" · ") };
+}
+
+let tickerShown = null;
+
+function renderTicker() {
+  const track = document.getElementById("ticker-track");
+  const items = state.alerts.slice(0, 20);
+  // Unchanged items keep scrolling where they are; a refresh with news starts the ticker over.
+  const key = items.map((item) => item.id + ":" + item.status).join(",");
+  if (key === tickerShown) return;
+  tickerShown = key;
+  track.replaceChildren();
+  if (!items.length) {
+    const quiet = document.createElement("span");
+    quiet.className = "ticker-item quiet";
+    quiet.textContent = "No alerts";
+    track.appendChild(quiet);
+  }
+  for (const item of items) {
+    const span = document.createElement("span");
+    span.className = "ticker-item";
+    span.dataset.alert = item.id;
+    span.dataset.status = item.status;
+    span.dataset.severity = item.severity;
+    span.innerHTML = '<b class="alert-status"></b> <span class="alert-text"></span> <i class="alert-time"></i>';
+    span.querySelector(".alert-status").textContent = item.status.toUpperCase();
+    span.querySelector(".alert-text").textContent = item.text;
+    span.querySelector(".alert-time").textContent = item.when;
+    track.appendChild(span);
+  }
+  track.classList.remove("scrolling");
+  const overflow = track.scrollWidth > document.getElementById("ticker-window").clientWidth;
+  track.classList.toggle("scrolling", overflow);
+  track.style.animationDuration = Math.max(20, track.scrollWidth / 120) + "s";
+}
+
+let alertsAllowed = true;
+
+function alertsUnavailable(text) {
+  alertsAllowed = false;
+  state.alerts = [];
+  tickerShown = null;
+  renderTicker();
+  const quiet = document.querySelector("#ticker-track .quiet");
+  if (quiet) quiet.textContent = text;
+}
+
+async function loadAlerts() {
+  if (!alertsAllowed) return;
+  try {
+    const history = await getJSON("/api/v1/alerts/history", { limit: "40" });
+    state.alerts = history.entries.filter((entry) => entry.kind !== "notification").map(alertItem);
+    renderTicker();
+  } catch (error) {
+    // A team display may not read alerts (they concern every scope): the ticker says so.
+    if (error.status === 403) alertsUnavailable("Alerts are not shown to this token");
+    else if (error.status === 401) reportError(error, "alerts");
+  }
+}
+
+function onAlert(message) {
+  if (message.kind === "notification") return;
+  const item = alertItem(message);
+  state.alerts = [item, ...state.alerts.filter((known) => known.id !== item.id)];
+  renderTicker();
+  const first = document.querySelector("#ticker-track .ticker-item");
+  if (first) flash(first);
+}
+
+// ---------- REST loads ----------
+
+async function loadAll() {
+  try {
+    const teamQuery = team ? { team_id: team } : {};
+    const [dayBoard, monthBoard, dayReport, monthReport, funnel] = await Promise.all([
+      getJSON("/api/v1/leaderboard", { period: "day", sort: sortKpi, ...teamQuery }),
+      getJSON("/api/v1/leaderboard", { period: "month", sort: "revenue", ...teamQuery }),
+      getJSON(kpiBase, { period: "day" }),
+      getJSON(kpiBase, { period: "month" }),
+      getJSON(funnelBase, { period: "month" }),
+    ]);
+    state.currency = dayReport.currency || state.currency;
+    state.day = dayReport.period.label;
+    state.month = monthReport.period.label;
+    state.totals = {
+      day: dayReport.kpis,
+      month: monthReport.kpis,
+      yesterday: dayReport.previous.kpis,
+      lastMonth: monthReport.previous.kpis,
+      quota: monthReport.kpis.quota,
+    };
+    state.managers = new Map();
+    for (const row of dayBoard.rows) manager(row.manager_id).day = row.kpis;
+    for (const row of monthBoard.rows) {
+      const entry = manager(row.manager_id);
+      entry.month = row.kpis;
+      entry.quota = row.kpis.quota;
+    }
+    state.members = team ? new Set(state.managers.keys()) : null;
+    state.stages = funnel.funnel.stages.map((stage) => stage.stage);
+    clearError();
+    renderAll(false);
+  } catch (error) {
+    if (error.status === 404 && team) showMessage("Unknown team " + team + ": no event has carried it yet", "error");
+    else reportError(error, "Could not load the figures");
+    throw error;
+  }
+}
+
+let membershipTimer = null;
+
+function refreshMembershipSoon() {
+  if (membershipTimer) return;
+  membershipTimer = setTimeout(async () => {
+    membershipTimer = null;
     try {
-      return new Intl.NumberFormat("en-US", { style: "currency", currency: currency, maximumFractionDigits: 0 });
+      const board = await getJSON("/api/v1/leaderboard", { period: "month", team_id: team });
+      for (const row of board.rows) {
+        const entry = manager(row.manager_id);
+        if (!entry.month) entry.month = row.kpis;
+        entry.quota = row.kpis.quota;
+        state.members.add(row.manager_id);
+      }
+      renderLeaderboard(true);
     } catch (e) {
-      return new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+      /* the next change retries */
+    }
+  }, 2000);
+}
+
+// ---------- live feed ----------
+
+function applySnapshot(message) {
+  for (const [token, snapshot] of Object.entries(message.scopes)) {
+    state.day = snapshot.day.label;
+    state.month = snapshot.month.label;
+    if (token === scope.token) {
+      state.totals.day = snapshot.day.kpis;
+      state.totals.month = snapshot.month.kpis;
+    } else if (token.startsWith("m:")) {
+      const id = token.slice(2);
+      if (state.members !== null && !state.members.has(id)) continue;
+      const entry = manager(id);
+      entry.day = snapshot.day.kpis;
+      entry.month = snapshot.month.kpis;
     }
   }
+  renderAll(true);
+}
 
-  function format(kpi, value) {
-    if (value === null || value === undefined) return "–";
-    if (kpi === "revenue") return money.format(Number(value));
-    if (kpi === "win_rate") return (Number(value) * 100).toFixed(1) + "%";
-    return integer.format(Number(value));
+function applyChange(message) {
+  const current = message.g === "day" ? state.day : state.month;
+  if (current && message.b > current) {
+    // Midnight (or a new month) in the business time zone: start over from the server's figures.
+    loadAll().catch(() => {});
+    return;
   }
-
-  // Write a value into a cell; flash it when the shown value changes.
-  function setCell(cell, kpi, value, animate) {
-    const raw = value === null || value === undefined ? "" : String(value);
-    const text = format(kpi, value);
-    if (cell.textContent === text && cell.dataset.value === raw) return;
-    const changed = cell.dataset.value !== undefined && cell.dataset.value !== raw;
-    cell.dataset.value = raw;
-    cell.textContent = text;
-    if (animate && changed) {
-      cell.classList.remove("flash");
-      void cell.offsetWidth; // restart the animation
-      cell.classList.add("flash");
-    }
-  }
-
-  // ---------- rendering ----------
-
-  function renderTotals(animate) {
-    for (const period of ["day", "month"]) {
-      const kpis = state.totals[period];
-      for (const kpi of TOTAL_KPIS) {
-        const cell = document.querySelector(
-          '[data-scope="total"][data-period="' + period + '"][data-kpi="' + kpi + '"]'
-        );
-        if (cell) setCell(cell, kpi, kpis ? kpis[kpi] : null, animate);
-      }
-    }
-  }
-
-  function ranked() {
-    return Array.from(state.managers.entries())
-      .filter(([id]) => state.members === null || state.members.has(id))
-      .sort((a, b) => {
-        const byRevenue = Number(b[1].revenue) - Number(a[1].revenue);
-        return byRevenue !== 0 ? byRevenue : a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
-      })
-      .slice(0, maxRows);
-  }
-
-  function renderLeaderboard(animate) {
-    const body = document.getElementById("leaderboard");
-    const template = document.getElementById("row-template");
-    const existing = new Map();
-    for (const row of body.querySelectorAll("tr[data-manager]")) existing.set(row.dataset.manager, row);
-    const rows = ranked();
-    rows.forEach(([id, kpis], index) => {
-      let row = existing.get(id);
-      if (!row) {
-        row = template.content.firstElementChild.cloneNode(true);
-        row.dataset.manager = id;
-        row.querySelector("[data-name]").textContent = id;
-      }
-      existing.delete(id);
-      row.querySelector("[data-rank]").textContent = String(index + 1);
-      row.dataset.rank = String(index + 1);
-      for (const kpi of ROW_KPIS) setCell(row.querySelector('[data-kpi="' + kpi + '"]'), kpi, kpis[kpi], animate);
-      if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
-    });
-    for (const row of existing.values()) row.remove();
-    showMessage(rows.length === 0 ? "No activity yet today" : null);
-  }
-
-  function showMessage(text) {
-    const message = document.getElementById("message");
-    message.hidden = !text;
-    message.textContent = text || "";
-  }
-
-  function setLive(live) {
-    const status = document.getElementById("live-status");
-    status.dataset.state = live ? "live" : "reconnecting";
-    document.getElementById("live-status-text").textContent = live ? "live" : "reconnecting";
-  }
-
-  function tickClock() {
-    const now = new Date();
-    document.getElementById("clock-time").textContent = now.toLocaleTimeString("en-GB");
-    document.getElementById("clock-date").textContent = now.toLocaleDateString("en-GB", {
-      weekday: "long",
-      day: "numeric",
-      month: "long",
-      year: "numeric",
-    });
-  }
-
-  // ---------- REST ----------
-
-  async function fetchJSON(url) {
-    const response = await fetch(url, { cache: "no-store" });
-    if (!response.ok) {
-      let detail = response.statusText;
-      try {
-        detail = (await response.json()).detail || detail;
-      } catch (e) {
-        /* not JSON */
-      }
-      const error = new Error(detail);
-      error.status = response.status;
-      throw error;
-    }
-    return response.json();
-  }
-
-  async function loadLeaderboard() {
-    const query = "period=day&sort=revenue" + (team ? "&team_id=" + encodeURIComponent(team) : "");
-    const board = await fetchJSON("/api/v1/leaderboard?" + query);
-    state.day = board.period.label;
-    state.currency = board.currency || state.currency;
-    money = makeMoney(state.currency);
-    state.managers = new Map(board.rows.map((row) => [row.manager_id, row.kpis]));
-    if (team) state.members = new Set(board.rows.map((row) => row.manager_id));
-  }
-
-  async function loadTotals() {
-    const base = team ? "/api/v1/kpis/teams/" + encodeURIComponent(team) : "/api/v1/kpis/company";
-    const [day, month] = await Promise.all([fetchJSON(base + "?period=day"), fetchJSON(base + "?period=month")]);
-    state.totals.day = day.kpis;
-    state.totals.month = month.kpis;
-    state.month = month.period.label;
-  }
-
-  async function loadAll() {
-    try {
-      await Promise.all([loadLeaderboard(), loadTotals()]);
-      renderTotals(false);
-      renderLeaderboard(false);
-    } catch (error) {
-      showMessage(error.status === 404 ? "Unknown team " + team : "Could not load the figures: " + error.message);
-    }
-  }
-
-  function refreshMembershipSoon() {
-    if (membershipTimer) return;
-    membershipTimer = setTimeout(async () => {
-      membershipTimer = null;
-      try {
-        await loadLeaderboard();
-        renderLeaderboard(true);
-      } catch (e) {
-        /* next change retries */
-      }
-    }, 2000);
-  }
-
-  // ---------- live feed ----------
-
-  function applySnapshot(message) {
-    for (const [scope, snapshot] of Object.entries(message.scopes)) {
-      state.day = snapshot.day.label;
-      state.month = snapshot.month.label;
-      if (scope === totalScope) {
-        state.totals.day = snapshot.day.kpis;
-        state.totals.month = snapshot.month.kpis;
-      } else if (scope.startsWith("m:")) {
-        const id = scope.slice(2);
-        if (state.members === null || state.members.has(id)) state.managers.set(id, snapshot.day.kpis);
-      }
-    }
+  if (message.b !== current) return; // a late event for an earlier bucket: not on the wall
+  if (message.scope === scope.token) {
+    state.totals[message.g] = message.kpis;
     renderTotals(true);
+    if (message.g === "month") renderFunnel(true);
+    renderCompare(true);
+  } else if (message.scope.startsWith("m:")) {
+    const id = message.scope.slice(2);
+    if (state.members !== null && !state.members.has(id)) {
+      refreshMembershipSoon(); // a manager new to the team, or another team's
+      return;
+    }
+    manager(id)[message.g] = message.kpis;
     renderLeaderboard(true);
   }
+}
 
-  function applyChange(message) {
-    if (message.g === "day" && state.day && message.b > state.day) {
-      // Midnight in the business time zone: start the new day from the server's figures.
-      state.day = message.b;
-      loadAll();
-      return;
-    }
-    if (message.g === "month" && state.month && message.b > state.month) {
-      state.month = message.b;
-      loadAll();
-      return;
-    }
-    const current = message.g === "day" ? state.day : state.month;
-    if (message.b !== current) return; // a late event for an earlier bucket: not on the wall
-    if (message.scope === totalScope) {
-      state.totals[message.g] = message.kpis;
-      renderTotals(true);
-    } else if (message.scope.startsWith("m:") && message.g === "day") {
-      const id = message.scope.slice(2);
-      if (state.members !== null && !state.members.has(id)) {
-        refreshMembershipSoon(); // a manager new to the team, or another team's
-        return;
-      }
-      state.managers.set(id, message.kpis);
-      renderLeaderboard(true);
-    }
+// ---------- playlist ----------
+
+function showView(index) {
+  const name = playlist.views[index % playlist.views.length];
+  for (const section of document.querySelectorAll("section[data-view]")) section.hidden = section.dataset.view !== name;
+  document.body.dataset.view = name;
+  for (const item of document.querySelectorAll("#playlist [data-show]")) {
+    item.classList.toggle("active", item.dataset.show === name);
   }
+  const bar = document.getElementById("playlist-progress");
+  if (bar) {
+    bar.classList.remove("running");
+    void bar.offsetWidth;
+    if (playlist.rotateMs) bar.classList.add("running");
+  }
+}
 
-  function onMessage(event) {
-    lastMessageAt = Date.now();
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch (e) {
-      return;
+function startPlaylist() {
+  const nav = document.getElementById("playlist");
+  if (playlist.views.length > 1) {
+    for (const name of playlist.views) {
+      const item = document.createElement("span");
+      item.dataset.show = name;
+      item.textContent = document.querySelector(`section[data-view="${name}"]`).dataset.short;
+      item.title = document.querySelector(`section[data-view="${name}"]`).dataset.title;
+      nav.appendChild(item);
     }
-    if (message.type === "snapshot") {
-      setLive(true);
-      backoffMs = 500;
-      applySnapshot(message);
-    } else if (message.type === "change") {
-      applyChange(message);
+    if (playlist.rotateMs) {
+      const bar = document.createElement("div");
+      bar.id = "playlist-progress";
+      bar.style.animationDuration = playlist.rotateMs + "ms";
+      nav.appendChild(bar);
     }
+  } else {
+    const only = document.querySelector(`section[data-view="${playlist.views[0]}"]`);
+    nav.textContent = only.dataset.title;
   }
-
-  function connect() {
-    reconnectTimer = null;
-    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(scheme + "//" + window.location.host + "/ws");
-    socket = ws;
-    ws.onopen = () => {
-      lastMessageAt = Date.now();
-      ws.send(JSON.stringify({ type: "subscribe", scopes: "*" }));
-    };
-    ws.onmessage = onMessage;
-    ws.onclose = () => {
-      if (socket !== ws) return;
-      setLive(false);
-      scheduleReconnect();
-    };
-    ws.onerror = () => ws.close();
+  let index = 0;
+  showView(index);
+  if (playlist.rotateMs && playlist.views.length > 1) {
+    setInterval(() => showView(++index), playlist.rotateMs);
   }
+}
 
-  function scheduleReconnect() {
-    if (reconnectTimer) return;
-    const delay = backoffMs * (0.75 + Math.random() * 0.5);
-    backoffMs = Math.min(backoffMs * 2, 15000);
-    reconnectTimer = setTimeout(async () => {
-      await loadAll(); // catch up on what happened while disconnected
-      connect();
-    }, delay);
-  }
+// ---------- start ----------
 
-  function watchHeartbeat() {
-    // The server pings every 15 s; silence for longer means a dead connection.
-    if (socket && socket.readyState === WebSocket.OPEN && Date.now() - lastMessageAt > HEARTBEAT_TIMEOUT_MS) {
-      socket.close();
-    }
-  }
+function start() {
+  initToken();
+  if (redirectToManagerView()) return;
+  document.getElementById("scope-name").textContent = team ? "· " + team : "· company";
+  if (scope.invalid) showMessage("Unknown scope " + scope.invalid + ": use ?scope=c or ?scope=t:<team id>", "error");
+  startClock();
+  startPlaylist();
+  renderAll(false);
+  const feed = new LiveFeed(
+    "/ws",
+    "*",
+    {
+      onStatus: setStatus,
+      onSnapshot: applySnapshot,
+      onChange: applyChange,
+      onAlert,
+      onDenied: showDenied,
+      onError: (text) => {
+        if (/alert/i.test(text)) {
+          feed.alerts = false;
+          alertsUnavailable("Alerts are not shown to this token");
+        } else if (/^(unauthorized|forbidden)/.test(text)) {
+          showDenied(text.startsWith("unauthorized") ? 401 : 403, text.replace(/^\w+:\s*/, ""));
+        }
+      },
+      beforeReconnect: () => Promise.all([loadAll(), loadAlerts()]),
+    },
+    { alerts: true },
+  );
+  setInterval(loadAlerts, ALERT_REFRESH_MS);
+  Promise.allSettled([loadAll(), loadAlerts()]).then(() => {
+    feed.alerts = alertsAllowed;
+    feed.start();
+  });
+}
 
-  // ---------- start ----------
-
-  document.getElementById("scope-name").textContent = team ? "· " + team : "";
-  tickClock();
-  setInterval(tickClock, 1000);
-  setInterval(watchHeartbeat, 5000);
-  loadAll().then(connect);
-})();
+start();

@@ -144,13 +144,17 @@ def create_app(settings: Settings) -> faust.App:
         # were fetched before the seek on assignment): read those partitions again from the state's
         # offsets. consumer.seek also lowers faust's read offset, below which it drops records.
         now = time.monotonic()
+        positions: dict[Any, int] = {}
         for name, offset in targets.items():
             if now - last_seek.get(name, -REWIND_EVERY_S) < REWIND_EVERY_S:
                 continue  # the records of a seek just made are on their way
             last_seek[name] = now
             topic, partition = name.rsplit(":", 1)
-            log.warning("%s: the state needs offset %d next; reading again from there", name, offset)
-            await app.consumer.seek(TP(topic, int(partition)), offset)
+            positions[TP(topic, int(partition))] = offset
+        if positions:
+            log.warning("the state needs these offsets next; reading again from there: %s", targets)
+            # seek_wait runs in faust's consumer thread and lowers its read offsets too.
+            await app.consumer.seek_wait(positions)
 
     offload = (
         BatchOffload(settings, rewind, depth=settings.worker.batches_in_flight)
@@ -256,6 +260,10 @@ def create_app(settings: Settings) -> faust.App:
                 floors[name] = first
         positions = {tp: stored[f"{tp.topic}:{tp.partition}"] or 0 for tp in ours}
         if positions:
+            # Records fetched from faust's committed offsets before this seek still arrive first; the
+            # batches hold them back (they are past the state's offsets) and these come again.
+            now = time.monotonic()
+            last_seek.update((f"{tp.topic}:{tp.partition}", now) for tp in ours)
             await app.consumer.seek_wait(positions)
             log.info("resuming %d partitions from the stored state offsets", len(positions))
 

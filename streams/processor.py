@@ -171,7 +171,7 @@ class BatchProcessor:
             fresh.append(record)
             next_offsets[tp] = record.offset + 1
         if rewind:
-            log.warning("the state is behind the records read; rewinding %s", rewind)
+            log.debug("held back %d records past the state's offsets %s", result.held, rewind)
         if not fresh:
             return result
 

@@ -128,7 +128,9 @@ class WorkerSettings(_Section):
         description="apply batches in a child process (streams/batch_child.py) while faust keeps fetching; "
         "false = in the worker process",
     )
-    batches_in_flight: int = Field(3, ge=1, description="batches handed to the batch process and not yet applied")
+    batches_in_flight: int = Field(
+        4, ge=1, description="batches handed to the batch process and not yet applied (waiting ones share a commit)"
+    )
 
 
 def minimum_month_months(history_retention_days: int, day_margin_days: int) -> int:

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -334,7 +335,34 @@ def _quotas_import(settings: Settings, args: argparse.Namespace, extras: list[st
     return asyncio.run(_write_quotas(localinfra.client_settings(settings), quotas))
 
 
-async def _write_quotas(settings: Settings, quotas: list[Quota]) -> int:
+DEMO_QUOTA = Decimal("60000")
+"""A simulated manager's monthly quota in the demo: about what the simulator sells in a month."""
+
+
+async def _seed_demo_quotas(settings: Settings) -> int:
+    """Give the simulated managers a quota for the current month unless the month has quotas already."""
+    from services.kpis.periods import local_date
+    from services.quota_store import list_month_quotas
+    from services.redis import redis_client
+    from services.simulation import SimulationConfig
+    from services.topics import RedisKeys
+
+    month = local_date(datetime.now(UTC), settings.business.zone).strftime("%Y-%m")
+    redis = redis_client(settings)
+    try:
+        if await list_month_quotas(redis, RedisKeys.from_settings(settings), month):
+            return 0
+    finally:
+        await redis.aclose()
+    managers = SimulationConfig.from_business(settings.business).managers
+    width = max(3, len(str(managers)))
+    quotas = [
+        Quota(manager_id=f"mgr-{index:0{width}d}", month=month, amount=DEMO_QUOTA) for index in range(1, managers + 1)
+    ]
+    return len(quotas) if await _write_quotas(settings, quotas, quiet=True) == 0 else 0
+
+
+async def _write_quotas(settings: Settings, quotas: list[Quota], *, quiet: bool = False) -> int:
     # Imported here: only this command needs the Kafka and Redis clients.
     from redis.exceptions import RedisError
 
@@ -356,7 +384,8 @@ async def _write_quotas(settings: Settings, quotas: list[Quota]) -> int:
         await writer.close()
         await redis.aclose()
     months = sorted({quota.month for quota in quotas})
-    print(f"imported {len(quotas)} quota(s) for {', '.join(months)}")
+    if not quiet:
+        print(f"imported {len(quotas)} quota(s) for {', '.join(months)}")
     return 0
 
 
@@ -438,6 +467,10 @@ def _demo(settings: Settings, args: argparse.Namespace, extras: list[str]) -> in
             print(f"{name}: started pid {child.pid}, log {child.log_path}", flush=True)
         supervisor.wait_http_ok(f"{base_url}/healthz", timeout=args.timeout)
         tokens = token_command.demo_tokens(settings, layout.data_dir(settings))
+        if not args.no_simulator:
+            seeded = asyncio.run(_seed_demo_quotas(settings))
+            if seeded:
+                print(f"quotas: set {seeded} demo quotas for this month (none were set)", flush=True)
         print(
             f"\nCRM Pulse demo is running.\n  dashboard: {base_url}/?token={tokens.display}\n"
             f"  API docs:  {base_url}/docs (Authorize with the admin token)\n  admin token: {tokens.admin}",

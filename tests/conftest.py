@@ -29,6 +29,10 @@ import pytest
 from services.localinfra import layout, stack
 from services.settings import CONFIG_FILE_ENV, ENV_PREFIX, LocalInfraSettings, Settings, externally_provided
 
+# Shared helpers with assertions, imported by integration and browser tests: rewrite their asserts
+# whichever test module imports them first (this also avoids pytest's "already imported" warning).
+pytest.register_assert_rewrite("tests.integration.api_harness", "tests.integration.pipeline_checks")
+
 TEST_LOCAL = LocalInfraSettings(
     data_dir=Path(".local/test"),
     kafka_port=29092,

@@ -12,10 +12,6 @@ from services.redis import redis_client
 from services.settings import Settings
 from services.topics import Topics
 
-# Shared helpers with assertions, imported by test modules (and loaded as a plugin by some): rewrite
-# their asserts whatever module imports them first, which also avoids pytest's "already imported" warning.
-pytest.register_assert_rewrite("tests.integration.api_harness", "tests.integration.pipeline_checks")
-
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:

@@ -33,8 +33,8 @@ from alerts.receivers import deliver
 from alerts.rules import load_config, merge_rules
 from alerts.store import LEASE_S, AlertStore
 from services.alert_config import read_dynamic, restore_alert_config
-from services.kafka import admin, ensure_topics
 from services.kafka import consumer as kafka_consumer
+from services.kafka import ensure_topics, partition_ids
 from services.kafka import producer as kafka_producer
 from services.kpis.contributions import DealEvent, from_us
 from services.kpis.deal_clock import US_PER_S, deal_clock
@@ -214,13 +214,7 @@ class AlertsWorker:
 
 async def _partitions(settings: Settings, topic: str) -> list[int]:
     """The partition numbers of a topic (from the broker: a consumer's metadata may not list it yet)."""
-    client = admin(settings)
-    await client.start()
-    try:
-        described = await client.describe_topics([topic])
-    finally:
-        await client.close()
-    found = sorted(int(part["partition"]) for entry in described for part in entry.get("partitions", []))
+    found = await partition_ids(settings, topic)
     if not found:
         raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
     return found

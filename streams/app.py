@@ -51,25 +51,34 @@ class WorkerRuntime:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self._store: StateStore | None = None
         self._processor: BatchProcessor | None = None
         self.offload: BatchOffload | None = None
         self.busy = False
         """A batch is being applied in this process."""
-        self.redis: Redis | None = None
 
     @property
-    def processor(self) -> BatchProcessor:
-        if self._processor is None:
-            self.redis = Redis.from_url(
-                self.settings.redis.url, health_check_interval=10, socket_timeout=COMMIT_TIMEOUT_S
-            )
-            store = StateStore(
-                self.redis,
+    def store(self) -> StateStore:
+        """The state in Redis: offsets for seeks, and the client of the relay and the sweeper."""
+        if self._store is None:
+            redis = Redis.from_url(self.settings.redis.url, health_check_interval=10, socket_timeout=COMMIT_TIMEOUT_S)
+            self._store = StateStore(
+                redis,
                 RedisKeys.from_settings(self.settings),
                 claim_ttl_s=(self.settings.business.history_retention_days + 2) * 86_400,
             )
-            self._processor = BatchProcessor(self.settings, store, self.send_dead_letters)
+        return self._store
+
+    @property
+    def processor(self) -> BatchProcessor:
+        """Applies batches in this process (only when there is no batch process)."""
+        if self._processor is None:
+            self._processor = BatchProcessor(self.settings, self.store, self.send_dead_letters)
         return self._processor
+
+    def forget(self) -> None:
+        if self._processor is not None:
+            self._processor.forget()
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         producer = self.app.producer
@@ -142,7 +151,7 @@ def create_app(settings: Settings) -> faust.App:
     async def rewind(targets: dict[str, int]) -> None:
         # The state is behind what this worker read (Redis came back from an older copy, or records
         # were fetched before the seek on assignment): read those partitions again from the state's
-        # offsets. consumer.seek also lowers faust's read offset, below which it drops records.
+        # offsets (faust drops records below its read offset; seek_wait lowers that too).
         now = time.monotonic()
         positions: dict[Any, int] = {}
         for name, offset in targets.items():
@@ -206,7 +215,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task  # type: ignore[untyped-decorator]
     async def relay_updates() -> None:
-        redis = runtime.processor.store.redis
+        redis = runtime.store.redis
 
         async def send(records: Sequence[tuple[bytes, bytes]]) -> None:
             futures = [
@@ -226,7 +235,7 @@ def create_app(settings: Settings) -> faust.App:
     async def sweep_expired_state() -> None:
         # Every worker ticks; the sweeper lock lets one at a time do the work.
         if not sweeper:
-            sweeper.append(RetentionSweeper.from_settings(runtime.processor.store.redis, settings))
+            sweeper.append(RetentionSweeper.from_settings(runtime.store.redis, settings))
         try:
             await sweeper[0].sweep()
         except Exception:  # retried at the next tick; a failed sweep must not stop the worker
@@ -235,8 +244,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def resume_from_state(sender: Any, assigned: set[Any], **_: Any) -> None:
         # Start each events partition where the state says it stopped, not where faust committed.
-        processor = runtime.processor
-        processor.forget()
+        runtime.forget()
         if offload is not None:
             # Let the batch process apply what it holds first, so the stored offsets are current.
             await offload.forget()
@@ -246,7 +254,7 @@ def create_app(settings: Settings) -> faust.App:
                 log.critical("the batch process failed; the worker stops (restart it to resume)", exc_info=True)
                 os._exit(EXIT_BATCH_FAILED)
         ours = [tp for tp in assigned if tp.topic == settings.kafka.events_topic]
-        stored = await processor.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
+        stored = await runtime.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
         # Where retention removed records the state never applied, the log's start is the floor:
         # the gap up to it is not a reason to read again.
         earliest = await app.consumer.earliest_offsets(*ours) if ours else {}
@@ -279,7 +287,7 @@ def create_app(settings: Settings) -> faust.App:
         read_offsets = getattr(app.consumer, "_read_offset", {})
         ours = [tp for tp in app.consumer.assignment() if tp.topic == settings.kafka.events_topic]
         try:
-            stored = await runtime.processor.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
+            stored = await runtime.store.offsets(f"{tp.topic}:{tp.partition}" for tp in ours)
         except Exception:  # Redis away: the batch path waits for it; check again later
             return
         behind: dict[str, int] = {}

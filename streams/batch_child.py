@@ -8,8 +8,9 @@ Batches are applied strictly in the order they arrive, exactly as the in-process
 apply them: same processor, same fenced commit, same dead-letter topic.
 
 Requests: ``("batch", records, lag, floors)``, ``("forget",)`` (drop cached state after a rebalance),
-``("sync",)`` (answered once everything before it is applied). Replies:
-``("done", accepted, duplicates, rejected, rewind)``, ``("synced",)``, ``("failed", text)``.
+``("sync",)`` (answered once everything before it is applied). Replies: ``("done", rewind)``,
+one per batch (``rewind``: the partitions to read again, see ``BatchResult.rewind``),
+``("synced",)`` and ``("failed", text)``.
 The process ends at end of input, and with its parent (Linux parent-death signal).
 """
 
@@ -96,8 +97,7 @@ async def serve(reader: asyncio.StreamReader, out: Any) -> None:
                 records = [RawRecord(*fields) for batch in merged for fields in batch[1]]
                 result = await apply_until_done(processor, records, merged[-1][2], merged[-1][3])
                 for index in range(len(merged)):
-                    rewind = result.rewind if index == 0 else {}
-                    write_frame(out, ("done", result.accepted, result.duplicates, result.rejected, rewind))
+                    write_frame(out, ("done", result.rewind if index == 0 else {}))
                 out.flush()
                 continue
             if kind == "forget":

@@ -74,8 +74,8 @@ class BatchOffload:
                     raise BatchProcessFailed(f"batch process ended (exit code {await process.wait()})")
                 if reply[0] == "failed":
                     raise BatchProcessFailed(f"batch process failed: {reply[1]}")
-                if reply[0] == "done" and reply[4]:
-                    await self.rewind(reply[4])
+                if reply[0] == "done" and reply[1]:
+                    await self.rewind(reply[1])
                 future = self._waiting.popleft()
                 if not future.done():
                     future.set_result(reply)

@@ -81,18 +81,6 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
-async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    """The partitions of a topic (none if it does not exist)."""
-    admin = kafka.admin(settings)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    found = [p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]]
-    return [TopicPartition(topic, partition) for partition in sorted(found)]
-
-
 async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 20000, show_progress: bool = True) -> int:
     """Apply the whole events topic to the state; returns the number of records read."""
     redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
@@ -121,7 +109,8 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 200
             log.info("removed %d keys of prefix %s", removed, keys.prefix)
         restored = await restore_quotas(settings, redis)
         log.info("restored %d quotas from topic %s", restored, settings.kafka.quotas_topic)
-        tps = await topic_partitions(settings, settings.kafka.events_topic)
+        topic = settings.kafka.events_topic
+        tps = [TopicPartition(topic, partition) for partition in await kafka.partition_ids(settings, topic)]
         if not tps:
             log.warning("topic %s has no partitions: nothing to replay", settings.kafka.events_topic)
             return 0

@@ -17,7 +17,7 @@ from services.schemas.events import ValidationPolicy
 from services.settings import Settings
 from services.simulation import SimRecord
 from services.topics import RedisKeys
-from tests.integration.api_harness import RunningApi
+from tests.integration.api_harness import RunningApi, running_api
 
 
 async def worker_stats(redis: Redis, keys: RedisKeys) -> dict[str, int]:
@@ -54,6 +54,23 @@ async def assert_worker_counters(
     assert stats["processed"] == accepted
     assert stats.get("duplicates", 0) == duplicates
     assert {k.removeprefix("rejected:"): v for k, v in stats.items() if k.startswith("rejected:")} == rejected
+
+
+async def assert_state_equals_reference(
+    settings: Settings, redis: Redis, records: Sequence[SimRecord]
+) -> tuple[ReferenceKpis, Counter[str], set[Period], int]:
+    """The worker's counters and every KPI over REST for every day and month equal the batch reference
+    of the records; returns the reference, the rejections by code, the periods and the reads compared."""
+    keys = RedisKeys.from_settings(settings)
+    reference, rejected, duplicates = reference_of(settings, records)
+    assert rejected == Counter(code for _, code in malformed(records).elements())
+    accepted = len(records) - sum(rejected.values()) - duplicates
+    await assert_worker_counters(redis, keys, reference, rejected, duplicates, accepted)
+    async with running_api(settings, clock=lambda: datetime.now(UTC)) as api:
+        periods = periods_of(reference, (PeriodKind.DAY, PeriodKind.MONTH))
+        compared = await assert_api_equals_reference(api, reference, periods)
+    assert compared > 0
+    return reference, rejected, periods, compared
 
 
 def scope_paths(reference: ReferenceKpis) -> dict[str, str]:

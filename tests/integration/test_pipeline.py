@@ -15,19 +15,15 @@ from redis.asyncio import Redis
 
 from services.kafka import ensure_product_topics
 from services.kafka import producer as kafka_producer
-from services.kpis.periods import PeriodKind
 from services.settings import Settings
 from services.simulation import Simulation, SimulationConfig
 from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys, Topics
 from tests.integration.api_harness import running_api, wait_until
 from tests.integration.pipeline_checks import (
-    assert_api_equals_reference,
-    assert_worker_counters,
+    assert_state_equals_reference,
     malformed,
-    periods_of,
     read_dead_letters,
-    reference_of,
     scope_paths,
     worker_reached,
 )
@@ -59,16 +55,9 @@ async def test_kpis_over_rest_equal_the_reference(make_settings, tmp_path: Path)
             except AssertionError:
                 raise AssertionError(f"worker did not finish; log tail:\n{worker.log_tail()}") from None
 
-        reference, rejected, duplicates = reference_of(settings, records)
-        assert rejected == Counter(code for _, code in malformed(records).elements())
-        accepted = len(records) - sum(rejected.values()) - duplicates
-        await assert_worker_counters(redis, keys, reference, rejected, duplicates, accepted)
-
-        async with running_api(settings, clock=lambda: datetime.now(UTC)) as api:
-            periods = periods_of(reference, (PeriodKind.DAY, PeriodKind.MONTH))
-            compared = await assert_api_equals_reference(api, reference, periods)
-            assert len(scope_paths(reference)) == 1 + 9 + 3
-            assert len(periods) >= 8 and compared == 13 * len(periods)
+        reference, rejected, periods, compared = await assert_state_equals_reference(settings, redis, records)
+        assert len(scope_paths(reference)) == 1 + 9 + 3
+        assert len(periods) >= 8 and compared == 13 * len(periods)
 
         dead = await read_dead_letters(settings, sum(rejected.values()))
         assert Counter(dead) == malformed(records)

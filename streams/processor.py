@@ -20,14 +20,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.kpis.contributions import (
-    CURRENT,
+    SLOT_US,
     Calendar,
-    Contributions,
+    Cells,
     DealEvent,
     Win,
     activity_contributions,
     customer_contributions,
     deal_contributions,
+    expand_cells,
     from_us,
     subtract_into,
     to_us,
@@ -219,8 +220,16 @@ class BatchProcessor:
             watermark_us=to_us(watermark) if watermark is not None and accepted else None,
             produced_ms=produced_ms,
         )
-        new_histories = await self._contributions(accepted, commit)
-        self._index_buckets(commit, to_us(watermark) if watermark is not None else None)
+        cells: Cells = {}
+        new_histories = await self._contributions(accepted, commit, cells)
+        # A delta can fall in an expired bucket: a late event, still within the history retention,
+        # in a minute, hour or UTC day older than their retention (62 days), or a late deal_created
+        # that changes the lead source of one of the deal's wins years back. Writing it would
+        # recreate a bucket holding a fragment; nothing reads it (rolling windows are refused
+        # before their horizon, see RetentionPolicy.window_horizon_s, and local-day and month
+        # buckets expire only when every event they could hold is too old), so it is not written.
+        cutoffs = self.retention.cutoffs(to_us(watermark)) if watermark is not None else None
+        commit.contributions, commit.bucket_ends = expand_cells(cells, self.calendar, cutoffs)
         stats["processed"] = result.accepted
         stats["duplicates"] = result.duplicates
         for code, count in result.rejected_by_code.items():
@@ -236,53 +245,36 @@ class BatchProcessor:
             self.deal_cache.remember(deal_id, known)
         return result
 
-    def _index_buckets(self, commit: Commit, watermark_us: int | None) -> None:
-        """Note the end of every bucket the commit touches (the sweeper's time index), and drop the
-        deltas of buckets already past their retention.
-
-        A delta can fall in an expired bucket: a late event, still within the history retention, in
-        a minute, hour or UTC day older than their retention (62 days), or a late deal_created that
-        changes the lead source of one of the deal's wins years back. Writing it would recreate a
-        bucket holding a fragment; nothing reads it (rolling windows are refused before their
-        horizon, see RetentionPolicy.window_horizon_s, and local-day and month buckets expire only
-        when every event they could hold is too old), so it is not written at all.
-        """
-        ends = commit.bucket_ends
-        for granularity, bucket in {(key[1], key[2]) for key in commit.contributions}:
-            if granularity != CURRENT:
-                ends[(granularity, bucket)] = self.calendar.end_s(granularity, bucket)
-        if watermark_us is None:
-            return
-        cutoffs = self.retention.cutoffs(watermark_us)
-        expired = {pair for pair, end in ends.items() if end <= cutoffs[pair[0]]}
-        if expired:
-            for pair in expired:
-                del ends[pair]
-            commit.contributions = {
-                key: delta for key, delta in commit.contributions.items() if (key[1], key[2]) not in expired
-            }
-
-    async def _contributions(self, events: list[CrmEvent], commit: Commit) -> dict[str, tuple[list[DealEvent], str]]:
-        """Fill the commit with the batch's contribution deltas; returns the deals' new histories."""
-        delta: Contributions = commit.contributions
+    async def _contributions(
+        self, events: list[CrmEvent], commit: Commit, delta: Cells
+    ) -> dict[str, tuple[list[DealEvent], str]]:
+        """Add the batch's contribution deltas to ``delta`` and the rest of its changes to the commit;
+        returns the deals' new histories."""
         deal_events: dict[str, list[DealEvent]] = {}
+        # Directory members per (manager, team, 15-minute slot): the local month is the same
+        # throughout a slot, so it is looked up once per slot, not once per event.
+        seen_in: set[tuple[str, str | None, int]] = set()
+        activity_us: dict[str, int] = {}
         for event in events:
-            team = event.team_id
-            commit.members.add((self.keys.managers, event.manager_id))
-            if team is not None:
-                month = self.calendar.buckets(to_us(event.occurred_at)).month
-                commit.members.add((self.keys.teams, team))
-                commit.members.add((self.keys.team_managers(team), event.manager_id))
-                commit.members.add((self.keys.team_month_managers(team, month), event.manager_id))
+            t_us = to_us(event.occurred_at)
+            seen_in.add((event.manager_id, event.team_id, t_us // SLOT_US))
             if isinstance(event, DEAL_EVENT_MODELS):
                 deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))
             else:
-                activity_contributions(event, self.calendar, delta)
-                if event.deal_id is not None:
-                    at = score_s(to_us(event.occurred_at))
-                    known_at = commit.deal_activity.get(event.deal_id)
-                    if known_at is None or float(at) > float(known_at):
-                        commit.deal_activity[event.deal_id] = at
+                activity_contributions(event, delta)
+                deal_id = event.deal_id
+                if deal_id is not None and t_us > activity_us.get(deal_id, -1):
+                    activity_us[deal_id] = t_us
+        for deal_id, t_us in activity_us.items():
+            commit.deal_activity[deal_id] = score_s(t_us)
+        members = commit.members
+        for manager, team, slot in seen_in:
+            members.add((self.keys.managers, manager))
+            if team is not None:
+                month = self.calendar.local_labels(slot * SLOT_US)[1]
+                members.add((self.keys.teams, team))
+                members.add((self.keys.team_managers(team), manager))
+                members.add((self.keys.team_month_managers(team, month), manager))
         if not deal_events:
             return {}
 
@@ -298,8 +290,8 @@ class BatchProcessor:
         for deal_id, added in deal_events.items():
             old_history, old_digest = known[deal_id]
             new_history = [*old_history, *added]
-            before = deal_contributions(old_history, self.calendar)
-            after = deal_contributions(new_history, self.calendar)
+            before = deal_contributions(old_history)
+            after = deal_contributions(new_history)
             subtract_into(delta, before.contributions, after.contributions)
             key = self.keys.deal(deal_id)
             encoded = self.store.encode_deal(new_history)
@@ -323,8 +315,8 @@ class BatchProcessor:
         for customer_id, changed in customer_changes.items():
             old_wins, old_digest = current[customer_id]
             new_wins = {**old_wins, **changed}
-            before_c = customer_contributions((w for wins in old_wins.values() for w in wins), self.calendar)
-            after_c = customer_contributions((w for wins in new_wins.values() for w in wins), self.calendar)
+            before_c = customer_contributions(w for wins in old_wins.values() for w in wins)
+            after_c = customer_contributions(w for wins in new_wins.values() for w in wins)
             subtract_into(delta, before_c, after_c)
             key = self.keys.customer(customer_id)
             encoded = self.store.encode_customer(new_wins)

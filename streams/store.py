@@ -11,11 +11,12 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from services.kpis.contributions import CURRENT, Contributions, DealEvent, Win
+from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, Contributions, DealEvent, Win
 from services.topics import RedisKeys
 
 _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
 CHANGE_FEED_MAXLEN = 100_000
+_KEY_CACHE_LIMIT = 200_000
 CHANGE_FEED_GRANULARITIES: frozenset[str] = frozenset(("day", "month", CURRENT))
 """What the change feed (and so the WebSocket push) carries: local day and month buckets and current
 state; the UTC day, hour and minute buckets of rolling windows would multiply its traffic."""
@@ -74,6 +75,8 @@ class StateStore:
         self.keys = keys
         self.claim_ttl_s = claim_ttl_s
         self._script = redis.register_script(_COMMIT_SCRIPT)
+        self._key_cache: dict[tuple[str, str, str], str] = {}
+        self._index_keys = {granularity: keys.bucket_index(granularity) for granularity in BUCKET_GRANULARITIES}  # type: ignore[arg-type]
 
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
         names = list(fields)
@@ -128,9 +131,17 @@ class StateStore:
         return orjson.dumps({deal: [win.to_row() for win in wins] for deal, wins in wins_by_deal.items() if wins})
 
     def _bucket_key(self, scope: str, granularity: str, bucket: str) -> str:
-        if granularity == CURRENT:
-            return self.keys.current(scope)
-        return self.keys.bucket(scope, granularity, bucket)  # type: ignore[arg-type]
+        triple = (scope, granularity, bucket)
+        found = self._key_cache.get(triple)
+        if found is None:
+            if granularity == CURRENT:
+                found = self.keys.current(scope)
+            else:
+                found = self.keys.bucket(scope, granularity, bucket)  # type: ignore[arg-type]
+            if len(self._key_cache) >= _KEY_CACHE_LIMIT:
+                self._key_cache.clear()
+            self._key_cache[triple] = found
+        return found
 
     async def commit(self, commit: Commit) -> str:
         """Apply the batch atomically; returns the change-feed id ('' when no KPI changed)."""
@@ -144,24 +155,22 @@ class StateStore:
 
         # The increments go as one JSON argument (decoded by cjson in the script): packing a few
         # hundred thousand separate arguments costs the client more than the whole script.
-        grouped: dict[tuple[str, str, str], list[str]] = {}
-        for (scope, granularity, bucket, measure), delta in commit.contributions.items():
-            if delta:
-                fields = grouped.get((scope, granularity, bucket))
-                if fields is None:
-                    fields = grouped[(scope, granularity, bucket)] = []
-                fields += (measure, str(delta))  # as text: JSON numbers would lose digits in Lua doubles
+        # Deltas go as text: JSON numbers would lose digits in Lua doubles.
         increments: list[tuple[str, str, str, list[str]]] = []
         touched: list[str] = []
         ends = commit.bucket_ends
-        for (scope, granularity, bucket), fields in grouped.items():
-            key = self._bucket_key(scope, granularity, bucket)
-            end = ends.get((granularity, bucket)) if granularity != CURRENT else None
-            if end is None:
+        key_of = self._bucket_key
+        feed = commit.feed
+        for (scope, granularity, bucket), deltas in commit.contributions.items():
+            fields = [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
+            if not fields:
+                continue
+            key = key_of(scope, granularity, bucket)
+            if granularity == CURRENT:
                 increments.append((key, "", "", fields))
             else:
-                increments.append((key, self.keys.bucket_index(granularity), str(end), fields))  # type: ignore[arg-type]
-            if commit.feed and granularity in CHANGE_FEED_GRANULARITIES:
+                increments.append((key, self._index_keys[granularity], str(ends[(granularity, bucket)]), fields))
+            if feed and granularity in CHANGE_FEED_GRANULARITIES:
                 touched += (key, scope, granularity, bucket)
         counters = [item for name, value in commit.stats.items() if value for item in (name, str(value))]
         if counters:

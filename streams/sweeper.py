@@ -17,7 +17,7 @@ Why a deletion never races a commit into losing data:
   validates against the watermark it read when it started; to land an event in a bucket swept
   meanwhile, the watermark would have to move by more than the 7-day margin during one batch.
 * Minute, hour and UTC-day buckets expire after 62 days, well inside the history retention, so a
-  late event can still belong to one. The batch drops such deltas (``BatchProcessor._index_buckets``);
+  late event can still belong to one. The batch drops such deltas (``expand_cells``, given the cutoffs);
   if a sweep removes the bucket between the batch's read of the watermark and its commit, the
   commit recreates it with just its delta and indexes it again: it is outside every readable
   window (the API refuses windows starting before ``watermark - 62 days``, and the sweep's

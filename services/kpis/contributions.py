@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from services.kpis import measures as m
@@ -36,17 +36,28 @@ from services.topics import scope_token
 CURRENT = "cur"
 """Granularity marker of current-state (not period) measures."""
 
-ContributionKey = tuple[str, str, str, str]
-"""(scope token, granularity, bucket key ('' for current), measure field); the granularity is one of
+BucketKey = tuple[str, str, str]
+"""(scope token, granularity, bucket label ('' for current)); the granularity is one of
 BUCKET_GRANULARITIES or 'cur'."""
-Contributions = dict[ContributionKey, int]
+Contributions = dict[BucketKey, dict[str, int]]
+"""Per stored bucket, measure field -> delta: what a commit adds to the state."""
+
+CURRENT_MINUTE = -1
+"""The minute of a cell of current-state measures (they belong to no period)."""
+CellKey = tuple[tuple[str, ...], int]
+"""(the scopes an event counts for, its UTC minute since the epoch or CURRENT_MINUTE)."""
+Cells = dict[CellKey, dict[str, int]]
+"""Measure deltas per (scopes, minute): the compact form the core computes in. One event adds to
+one cell; :func:`expand_cells` spreads cells over the five bucket granularities and the scopes,
+rolling minutes up into hours, UTC days, local days and months so that each coarser bucket is
+added to once per group, not once per event."""
 
 BUCKET_GRANULARITIES = ("day", "month", "utcday", "hour", "minute")
 """Every period measure goes to one bucket of each: local day and month (calendar periods), and
 UTC day, hour and minute (rolling windows)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SLOT_US = 15 * 60 * 1_000_000
+SLOT_US = 15 * 60 * 1_000_000
 
 
 def to_us(instant: datetime) -> int:
@@ -86,11 +97,12 @@ class Calendar:
         self._minutes: dict[int, Buckets] = {}
         self._ends: dict[tuple[str, str], int] = {}
 
-    def _local(self, t_us: int) -> tuple[str, str]:
-        slot = t_us // _SLOT_US
+    def local_labels(self, t_us: int) -> tuple[str, str]:
+        """The local day and month labels of an instant."""
+        slot = t_us // SLOT_US
         found = self._slots.get(slot)
         if found is None:
-            local = from_us(slot * _SLOT_US).astimezone(self.zone)
+            local = from_us(slot * SLOT_US).astimezone(self.zone)
             found = (f"{local.year:04d}-{local.month:02d}-{local.day:02d}", f"{local.year:04d}-{local.month:02d}")
             if len(self._slots) > self._CACHE_LIMIT:
                 self._slots.clear()
@@ -99,10 +111,13 @@ class Calendar:
 
     def buckets(self, t_us: int) -> Buckets:
         """The labels of the buckets the instant falls in."""
-        minute = t_us // 60_000_000
+        return self.of_minute(t_us // 60_000_000)
+
+    def of_minute(self, minute: int) -> Buckets:
+        """The labels of the buckets a UTC minute (since the epoch) falls in."""
         found = self._minutes.get(minute)
         if found is None:
-            day, month = self._local(minute * 60_000_000)  # a whole minute lies in one 15-minute slot
+            day, month = self.local_labels(minute * 60_000_000)  # a whole minute lies in one 15-minute slot
             hour = minute // 60
             utc = self._hours.get(hour)
             if utc is None:
@@ -142,35 +157,104 @@ def event_scopes(manager_id: str, team_id: str | None) -> tuple[str, ...]:
     return (scope_token("manager", manager_id), scope_token("team", team_id), scope_token("company", ""))
 
 
-def _add(out: Contributions, scopes: Sequence[str], buckets: Buckets, field: str, value: int) -> None:
+_K = TypeVar("_K")
+
+
+def _put(out: Cells, cell: CellKey, field: str, value: int) -> None:
     if not value:
         return
-    get = out.get
-    day, month, utcday, hour, minute = buckets
-    for scope in scopes:  # unrolled over BUCKET_GRANULARITIES: the hottest loop of the worker
-        key = (scope, "day", day, field)
-        out[key] = get(key, 0) + value
-        key = (scope, "month", month, field)
-        out[key] = get(key, 0) + value
-        key = (scope, "utcday", utcday, field)
-        out[key] = get(key, 0) + value
-        key = (scope, "hour", hour, field)
-        out[key] = get(key, 0) + value
-        key = (scope, "minute", minute, field)
-        out[key] = get(key, 0) + value
-
-
-def activity_contributions(event: CrmEvent, calendar: Calendar, out: Contributions) -> None:
-    """Add a call, meeting or proposal's own contribution to ``out``."""
-    scopes = event_scopes(event.manager_id, event.team_id)
-    buckets = calendar.buckets(to_us(event.occurred_at))
-    if isinstance(event, CallEvent):
-        _add(out, scopes, buckets, m.CALLS, 1)
-        _add(out, scopes, buckets, m.CALL_DURATION_S, event.duration_s or 0)
-    elif isinstance(event, MeetingEvent):
-        _add(out, scopes, buckets, m.MEETINGS, 1)
+    fields = out.get(cell)
+    if fields is None:
+        out[cell] = {field: value}
     else:
-        _add(out, scopes, buckets, m.PROPOSALS, 1)
+        fields[field] = fields.get(field, 0) + value
+
+
+def _merge(out: dict[_K, dict[str, int]], key: _K, fields: dict[str, int]) -> None:
+    found = out.get(key)
+    if found is None:
+        out[key] = dict(fields)
+    else:
+        get = found.get
+        for field, value in fields.items():
+            found[field] = get(field, 0) + value
+
+
+def _spread(out: Contributions, scopes: tuple[str, ...], granularity: str, label: str, fields: dict[str, int]) -> None:
+    for scope in scopes:
+        _merge(out, (scope, granularity, label), fields)
+
+
+def expand_cells(
+    cells: Cells, calendar: Calendar, cutoffs: dict[str, int] | None = None
+) -> tuple[Contributions, dict[tuple[str, str], int]]:
+    """Spread cells over their buckets: the contributions per stored bucket, and the end (epoch
+    seconds) of each bucket they touch, the score of its key in the time index.
+
+    ``cutoffs`` (``RetentionPolicy.cutoffs``): buckets ending at or before their granularity's
+    cutoff are expired and left out (see ``BatchProcessor``). Cells whose deltas all cancelled
+    out (a deal's events seen before and again after a batch) touch nothing.
+    """
+    out: Contributions = {}
+    ends: dict[tuple[str, str], int] = {}
+    never = -(2**62)
+    cut = cutoffs or {}
+    minute_cut, hour_cut, utcday_cut = (cut.get(g, never) for g in ("minute", "hour", "utcday"))
+    day_cut, month_cut = cut.get("day", never), cut.get("month", never)
+    hours: dict[tuple[tuple[str, ...], int], dict[str, int]] = {}
+    days: dict[tuple[tuple[str, ...], str, str], dict[str, int]] = {}
+    for (scopes, minute), fields in cells.items():
+        if not any(fields.values()):
+            continue
+        if minute == CURRENT_MINUTE:
+            _spread(out, scopes, CURRENT, "", fields)
+            continue
+        labels = calendar.of_minute(minute)
+        end = (minute + 1) * 60
+        if end > minute_cut:
+            _spread(out, scopes, "minute", labels.minute, fields)
+            ends[("minute", labels.minute)] = end
+        _merge(hours, (scopes, minute // 60), fields)
+        _merge(days, (scopes, labels.day, labels.month), fields)
+    utcdays: dict[tuple[tuple[str, ...], int], dict[str, int]] = {}
+    for (scopes, hour), fields in hours.items():
+        end = (hour + 1) * 3600
+        if end > hour_cut:
+            label = hour_label(hour)
+            _spread(out, scopes, "hour", label, fields)
+            ends[("hour", label)] = end
+        _merge(utcdays, (scopes, hour // 24), fields)
+    for (scopes, utcday), fields in utcdays.items():
+        end = (utcday + 1) * 86_400
+        if end > utcday_cut:
+            label = utcday_label(utcday)
+            _spread(out, scopes, "utcday", label, fields)
+            ends[("utcday", label)] = end
+    months: dict[tuple[tuple[str, ...], str], dict[str, int]] = {}
+    for (scopes, day, month), fields in days.items():
+        end = calendar.end_s("day", day)
+        if end > day_cut:
+            _spread(out, scopes, "day", day, fields)
+            ends[("day", day)] = end
+        _merge(months, (scopes, month), fields)
+    for (scopes, month), fields in months.items():
+        end = calendar.end_s("month", month)
+        if end > month_cut:
+            _spread(out, scopes, "month", month, fields)
+            ends[("month", month)] = end
+    return out, ends
+
+
+def activity_contributions(event: CrmEvent, out: Cells) -> None:
+    """Add a call, meeting or proposal's own contribution to ``out``."""
+    cell = (event_scopes(event.manager_id, event.team_id), to_us(event.occurred_at) // 60_000_000)
+    if isinstance(event, CallEvent):
+        _put(out, cell, m.CALLS, 1)
+        _put(out, cell, m.CALL_DURATION_S, event.duration_s or 0)
+    elif isinstance(event, MeetingEvent):
+        _put(out, cell, m.MEETINGS, 1)
+    else:
+        _put(out, cell, m.PROPOSALS, 1)
 
 
 _WITH_AMOUNT = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent)
@@ -257,7 +341,7 @@ class Win:
 class DealOutcome:
     """A deal's whole contribution, plus the wins its customer's history needs."""
 
-    contributions: Contributions
+    contributions: Cells
     customer_id: str | None
     wins: tuple[Win, ...]
     is_open: bool = False
@@ -266,10 +350,10 @@ class DealOutcome:
     """occurred_at of the deal's latest event (None for a deal with no events)."""
 
 
-def deal_contributions(history: Iterable[DealEvent], calendar: Calendar) -> DealOutcome:
+def deal_contributions(history: Iterable[DealEvent]) -> DealOutcome:
     """The contribution of one deal, from all of its known events (any order)."""
     events = sorted(history, key=lambda e: e.order)
-    out: Contributions = {}
+    out: Cells = {}
     created = next((e for e in events if e.type == EventType.DEAL_CREATED), None)
     source = (created.lead_source or "unknown") if created is not None else "unknown"
     customer = created.customer_id if created is not None else None
@@ -277,40 +361,38 @@ def deal_contributions(history: Iterable[DealEvent], calendar: Calendar) -> Deal
     stage: str | None = None
     wins: list[Win] = []
     for event in events:
-        scopes = event_scopes(event.manager_id, event.team_id)
-        buckets = calendar.buckets(event.t_us)
+        cell = (event_scopes(event.manager_id, event.team_id), event.t_us // 60_000_000)
         kind = event.type
         if kind == EventType.DEAL_CREATED:
-            _add(out, scopes, buckets, m.DEALS_CREATED, 1)
-            _add(out, scopes, buckets, m.source_created(source), 1)
+            _put(out, cell, m.DEALS_CREATED, 1)
+            _put(out, cell, m.source_created(source), 1)
         if kind == EventType.DEAL_CREATED or kind == EventType.DEAL_STAGE_CHANGED:
             stage = event.stage
             if stage is not None:
-                _add(out, scopes, buckets, m.stage_entries(stage), 1)
+                _put(out, cell, m.stage_entries(stage), 1)
         elif kind == EventType.DEAL_WON:
             revenue = event.amount if event.amount is not None else (last_amount or 0)
-            _add(out, scopes, buckets, m.DEALS_WON, 1)
-            _add(out, scopes, buckets, m.REVENUE, revenue)
-            _add(out, scopes, buckets, m.source_won(source), 1)
-            _add(out, scopes, buckets, m.source_revenue(source), revenue)
+            _put(out, cell, m.DEALS_WON, 1)
+            _put(out, cell, m.REVENUE, revenue)
+            _put(out, cell, m.source_won(source), 1)
+            _put(out, cell, m.source_revenue(source), revenue)
             if created is not None:
-                _add(out, scopes, buckets, m.CYCLE_DEALS, 1)
-                _add(out, scopes, buckets, m.CYCLE_US, event.t_us - created.t_us)
+                _put(out, cell, m.CYCLE_DEALS, 1)
+                _put(out, cell, m.CYCLE_US, event.t_us - created.t_us)
             if customer is not None:
                 wins.append(Win(event.t_us, event.event_id, event.manager_id, event.team_id, revenue))
         elif kind == EventType.DEAL_LOST:
-            _add(out, scopes, buckets, m.DEALS_LOST, 1)
-            _add(out, scopes, buckets, m.lost_reason(event.lost_reason or "unspecified"), 1)
+            _put(out, cell, m.DEALS_LOST, 1)
+            _put(out, cell, m.lost_reason(event.lost_reason or "unspecified"), 1)
         if event.amount is not None:
             last_amount = event.amount
     is_open = created is not None and bool(events) and events[-1].type not in (EventType.DEAL_WON, EventType.DEAL_LOST)
     if is_open:
         latest = events[-1]
         if stage is not None:
-            for scope in event_scopes(latest.manager_id, latest.team_id):
-                out[(scope, CURRENT, "", m.pipeline_count(stage))] = 1
-                if last_amount:
-                    out[(scope, CURRENT, "", m.pipeline_amount(stage))] = last_amount
+            current = (event_scopes(latest.manager_id, latest.team_id), CURRENT_MINUTE)
+            _put(out, current, m.pipeline_count(stage), 1)
+            _put(out, current, m.pipeline_amount(stage), last_amount or 0)
     return DealOutcome(
         contributions=out,
         customer_id=customer,
@@ -320,28 +402,33 @@ def deal_contributions(history: Iterable[DealEvent], calendar: Calendar) -> Deal
     )
 
 
-def customer_contributions(wins: Iterable[Win], calendar: Calendar) -> Contributions:
+def customer_contributions(wins: Iterable[Win]) -> Cells:
     """Repeat deals and revenue, and the new customer, from all of a customer's wins."""
-    out: Contributions = {}
+    out: Cells = {}
     for index, win in enumerate(sorted(wins, key=lambda w: w.order)):
-        scopes = event_scopes(win.manager_id, win.team_id)
-        buckets = calendar.buckets(win.t_us)
+        cell = (event_scopes(win.manager_id, win.team_id), win.t_us // 60_000_000)
         if index == 0:
-            _add(out, scopes, buckets, m.NEW_CUSTOMERS, 1)
+            _put(out, cell, m.NEW_CUSTOMERS, 1)
         else:
-            _add(out, scopes, buckets, m.REPEAT_DEALS, 1)
-            _add(out, scopes, buckets, m.REPEAT_REVENUE, win.revenue)
+            _put(out, cell, m.REPEAT_DEALS, 1)
+            _put(out, cell, m.REPEAT_REVENUE, win.revenue)
     return out
 
 
-def subtract_into(total: Contributions, old: Contributions, new: Contributions) -> None:
-    """Add ``new - old`` into ``total`` (zero results are dropped by the writer)."""
-    for key, value in new.items():
-        total[key] = total.get(key, 0) + value
-    for key, value in old.items():
-        total[key] = total.get(key, 0) - value
+def subtract_into(total: Cells, old: Cells, new: Cells) -> None:
+    """Add ``new - old`` into ``total`` (cells that cancel out touch no bucket)."""
+    for cell, fields in new.items():
+        _merge(total, cell, fields)
+    for cell, fields in old.items():
+        found = total.get(cell)
+        if found is None:
+            total[cell] = {field: -value for field, value in fields.items()}
+        else:
+            get = found.get
+            for field, value in fields.items():
+                found[field] = get(field, 0) - value
 
 
-def add_into(total: Contributions, more: Contributions) -> None:
-    for key, value in more.items():
-        total[key] = total.get(key, 0) + value
+def add_into(total: Cells, more: Cells) -> None:
+    for cell, fields in more.items():
+        _merge(total, cell, fields)

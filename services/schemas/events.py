@@ -234,7 +234,7 @@ def _reject_constant(name: str) -> Any:
 def _no_floats(data: Any) -> bool:
     """True when no event field (top level of an object, or of each object of an array) is a float."""
     if isinstance(data, dict):
-        return not any(type(value) is float for value in data.values())
+        return float not in map(type, data.values())
     if isinstance(data, list):
         return all(isinstance(item, dict) and _no_floats(item) for item in data)
     return False

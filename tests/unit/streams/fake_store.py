@@ -68,11 +68,12 @@ class FakeStore:
         for tp, (_, new) in commit.offsets.items():
             self.offsets_by_tp[tp] = new
         self.claims.update(commit.claims)
-        for (scope, granularity, bucket, measure), delta in commit.contributions.items():
+        for (scope, granularity, bucket), deltas in commit.contributions.items():
             values = self.buckets.setdefault((scope, granularity, bucket if granularity != CURRENT else ""), {})
-            values[measure] = values.get(measure, 0) + delta
-            if values[measure] == 0:
-                del values[measure]
+            for measure, delta in deltas.items():
+                values[measure] = values.get(measure, 0) + delta
+                if values[measure] == 0:
+                    del values[measure]
         for key, value in commit.values.items():
             if value:
                 self.values[key] = value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 from dashboard_api.errors import DashboardApiError
 from dashboard_api.live_messages import ErrorMessage
 from dashboard_api.models import ErrorDetail
-from services.auth import COMPANY_SCOPE, Action, Principal, Role
+from services.auth import COMPANY_SCOPE, Action, Principal, Role, alert_scopes
 from services.kpi_reader import list_team_managers
 from services.token_store import TokenStore
 from services.topics import RedisKeys
@@ -105,13 +105,20 @@ class Unauthenticated(DashboardApiError):
 
 @dataclass(frozen=True)
 class ScopeFilter:
-    """The scopes a principal may read, for routes that list several (directory, quotas)."""
+    """The scopes a principal may read, for what lists several (directory, quotas, alerts)."""
 
     principal: Principal
     roster: Collection[str]
 
     def allows(self, scope: str) -> bool:
         return self.principal.read_denial(scope, self.roster) is None
+
+    def allows_any(self, scopes: Iterable[str]) -> bool:
+        return any(self.allows(scope) for scope in scopes)
+
+    def allows_alert(self, entry: Mapping[str, Any]) -> bool:
+        """Whether the principal sees an alert history entry or active alert (``alert_scopes``)."""
+        return self.allows_any(alert_scopes(entry))
 
 
 def get_access(connection: HTTPConnection) -> Access:
@@ -322,10 +329,9 @@ class LiveGate:
             raise SubscriptionRefused(f"forbidden: {refused}; nothing of this subscribe was subscribed")
         return requested
 
-    def alerts_denial(self) -> str | None:
-        """Why the alert ticker is refused to this principal (alerts concern any scope); None if allowed."""
-        denial = self.principal.action_denial(Action.ALERTS_READ)
-        return None if denial is None else f"forbidden: {denial}: the alert ticker is not sent on this connection"
+    async def alert_filter(self) -> ScopeFilter:
+        """Which alerts the ticker sends this principal: those of the scopes it may read now."""
+        return await self.access.scope_filter(self.principal)
 
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {

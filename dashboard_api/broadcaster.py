@@ -34,10 +34,12 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from dashboard_api.auth import ScopeFilter
 from dashboard_api.changes import ChangeEntry, SeqKey, parse_change_entry, seq_key
 from dashboard_api.errors import ChangeFeedError
-from dashboard_api.live_messages import PIPELINE, PingMessage, alert_text
+from dashboard_api.live_messages import PIPELINE, PingMessage, alert_text, decode_alert_entry
 from dashboard_api.metrics import ApiMetrics
+from services.auth import alert_scopes
 from services.kpis.measures import derive_kpis, derive_pipeline
 from services.topics import AlertNames, RedisKeys
 
@@ -96,9 +98,10 @@ class ResumeRequest:
 
 @dataclass(frozen=True)
 class AlertReplayRequest:
-    """Queued by a subscribe with ``alerts_since``: replay the alert history after it."""
+    """Queued by a subscribe with ``alerts_since``: replay the alert history after it (what ``readable`` allows)."""
 
     since: str
+    readable: ScopeFilter
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ class LiveClient:
         self.all_scopes = False
         self.scopes: set[str] = set()
         self.kpis: KpiFilter = None
-        self.alerts = False
+        self.alerts: ScopeFilter | None = None
+        """Following the alert ticker: the alerts of the scopes it reads (None: not following)."""
         # Changes up to a snapshot's (or a replay's) position are in it already: skip them.
         self.floor_all: Position = ZERO_POSITION
         self.floors: dict[str, Position] = {}
@@ -171,10 +175,15 @@ class LiveClient:
         else:
             self.offer(ResumeRequest(scopes, resume[0], resume[1]))
 
-    def subscribe_alerts(self, since: str | None = None) -> None:
-        self.alerts = True
+    def wants_alert(self, scopes: Iterable[str]) -> bool:
+        """Follows the ticker and may see an alert concerning these scopes (``alert_scopes``)."""
+        return self.alerts is not None and self.alerts.allows_any(scopes)
+
+    def subscribe_alerts(self, readable: ScopeFilter, since: str | None = None) -> None:
+        """Follow the alerts of the scopes ``readable`` allows, after replaying those since ``since``."""
+        self.alerts = readable
         if since is not None:
-            self.offer(AlertReplayRequest(since))
+            self.offer(AlertReplayRequest(since, readable))
 
     def unsubscribe(self, scopes: tuple[str, ...] | None) -> None:
         if scopes is None:
@@ -460,15 +469,14 @@ class ChangeBroadcaster:
         return orjson.dumps(message).decode()
 
     def publish_alert(self, entry_id: str, fields: Mapping[Any, Any]) -> None:
-        """Queue one alert-history entry for every client following alerts."""
-        targets = [client for client in self._clients if client.alerts]
-        if not targets:
+        """Queue one alert-history entry for every client following alerts that may see it."""
+        if not any(client.alerts is not None for client in self._clients):
             return
-        text = alert_text(entry_id, fields)
-        if text is None:
+        decoded = _alert(entry_id, fields)
+        if decoded is None:
             return
-        alert = OutgoingAlert(seq_key(entry_id), text)
-        for client in targets:
+        alert, scopes = decoded
+        for client in [client for client in self._clients if client.wants_alert(scopes)]:
             if not client.offer(alert) and client in self._clients:
                 self._drop(client)
 
@@ -526,18 +534,19 @@ class ChangeBroadcaster:
                 texts.append(self.render(item, client.kpis))
         return texts, max(last, request.since, key=seq_key)
 
-    async def replay_alerts(self, since: str) -> list[tuple[SeqKey, str]]:
-        """The alert messages after ``since`` that the history still holds (it keeps the newest entries)."""
+    async def replay_alerts(self, since: str, readable: ScopeFilter) -> list[OutgoingAlert]:
+        """The alert messages after ``since`` that the history still holds (it keeps the newest entries)
+        and ``readable`` allows."""
         if self._alerts is None:
             return []
         raw: list[tuple[Any, Mapping[Any, Any]]] = await self._redis.xrange(  # type: ignore[assignment]
             self._alerts.history, min=f"({since}", max="+", count=10_000
         )
-        out: list[tuple[SeqKey, str]] = []
+        out: list[OutgoingAlert] = []
         for entry_id, fields in raw:
-            text = alert_text(_text(entry_id), fields)
-            if text is not None:
-                out.append((seq_key(_text(entry_id)), text))
+            decoded = _alert(_text(entry_id), fields)
+            if decoded is not None and readable.allows_any(decoded[1]):
+                out.append(decoded[0])
         return out
 
 
@@ -584,6 +593,14 @@ def coalesce(entries: Iterable[ChangeEntry]) -> list[_Pending]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _alert(entry_id: str, fields: Mapping[Any, Any]) -> tuple[OutgoingAlert, tuple[str, ...]] | None:
+    """The ticker message of an alert-history entry and the scopes it concerns (None if unreadable)."""
+    entry = decode_alert_entry(entry_id, fields)
+    if entry is None:
+        return None
+    return OutgoingAlert(seq_key(entry_id), alert_text(entry_id, entry)), alert_scopes(entry)
 
 
 def _stream_entries(response: Any) -> list[tuple[Any, Any, Any]]:

@@ -203,8 +203,8 @@ class ErrorMessage(BaseModel):
     message: str
 
 
-def alert_text(entry_id: str, fields: Mapping[Any, Any]) -> str | None:
-    """The ticker message of one alert-history entry (None if it cannot be read)."""
+def decode_alert_entry(entry_id: str, fields: Mapping[Any, Any]) -> dict[str, Any] | None:
+    """The alert-history entry of a stream entry's fields (None, logged, if it cannot be read)."""
     data = fields.get(b"data", fields.get("data"))
     try:
         entry = orjson.loads(data) if data is not None else None
@@ -213,6 +213,11 @@ def alert_text(entry_id: str, fields: Mapping[Any, Any]) -> str | None:
     if not isinstance(entry, dict) or entry.get("kind") not in ("state", "notification"):
         log.error("alert history: skipping entry %s: %.200r", entry_id, data)
         return None
+    return entry
+
+
+def alert_text(entry_id: str, entry: Mapping[str, Any]) -> str:
+    """The ticker message of one alert-history entry (as ``decode_alert_entry`` reads it)."""
     labels = entry.get("labels") or {}
     if entry["kind"] == "state":
         message = AlertMessage(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +32,8 @@ from services.topics import AlertNames
 
 log = logging.getLogger(__name__)
 
+HISTORY_PAGE = 500
+"""History entries read per round trip while filtering them (``read_history(keep=...)``)."""
 KINDS: dict[str, type[BaseModel]] = {"rule": Rule, "silence": Silence, "ack": Acknowledgement}
 """Record key prefix -> the model of its value."""
 
@@ -176,15 +178,32 @@ async def read_active(redis: Redis, names: AlertNames) -> dict[str, dict[str, An
 
 
 async def read_history(
-    redis: Redis, names: AlertNames, *, count: int, before: str | None = None
+    redis: Redis,
+    names: AlertNames,
+    *,
+    count: int,
+    before: str | None = None,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest history entries (state changes, notifications sent or failed), newest first."""
-    entries: list[tuple[Any, dict[bytes, bytes]]] = await redis.xrevrange(  # type: ignore[assignment]
-        names.history, max=f"({before}" if before else "+", min="-", count=count
-    )
+    """The newest history entries (state changes, notifications sent or failed), newest first.
+
+    With ``keep``, the newest ``count`` entries it keeps: older entries are read a page at a time
+    until there are ``count`` of them or the history ends (so a shorter answer means no more).
+    """
     out: list[dict[str, Any]] = []
-    for entry_id, fields in entries:
-        item = orjson.loads(fields[b"data"])
-        item["id"] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        out.append(item)
-    return out
+    newest = f"({before}" if before else "+"
+    page_size = count if keep is None else max(count, HISTORY_PAGE)
+    while True:
+        entries: list[tuple[Any, dict[bytes, bytes]]] = await redis.xrevrange(  # type: ignore[assignment]
+            names.history, max=newest, min="-", count=page_size
+        )
+        for entry_id, fields in entries:
+            item = orjson.loads(fields[b"data"])
+            item["id"] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            if keep is None or keep(item):
+                out.append(item)
+                if len(out) == count:
+                    return out
+        if len(entries) < page_size:
+            return out
+        newest = f"({item['id']}"

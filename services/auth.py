@@ -11,9 +11,11 @@ API asks the functions here whether a principal may read a scope or take an acti
     display     every scope (company display), or t:<team> and    nothing, ever
                 the team's managers (team display)
 
-Alerts concern any scope: only principals that read every scope read them (admin, director,
-company display). A team's managers are those the worker has seen with an event carrying the
-team id (the directory set of ``services.kpi_reader.list_team_managers``): the caller supplies them.
+An alert concerns the scopes of ``alert_scopes``: a principal sees the alerts of the scopes it
+reads (a team lead its team's and its managers'), and only those. Alert rules and silences
+concern any scope: only principals that read every scope read them (admin, director, company
+display). A team's managers are those the worker has seen with an event carrying the team id (the
+directory set of ``services.kpi_reader.list_team_managers``): the caller supplies them.
 
 AuthError
  ├── InvalidPrincipal     a role with a missing or superfluous team / manager
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 TOKEN_PREFIX = "crmp_"
 """Every token starts with this, so a leaked one is recognizable (secret scanners, logs)."""
@@ -61,20 +64,21 @@ class Action(StrEnum):
 
     INGEST = "ingest events"
     QUOTAS = "change quotas"
-    ALERTS_READ = "read alerts"
+    ALERT_RULES_READ = "read alert rules and silences"
     ALERTS_WRITE = "change alert rules, silences and acknowledgements"
     TOKENS = "manage API tokens"
 
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset(Action),
-    Role.DIRECTOR: frozenset({Action.INGEST, Action.QUOTAS, Action.ALERTS_READ, Action.ALERTS_WRITE}),
+    Role.DIRECTOR: frozenset({Action.INGEST, Action.QUOTAS, Action.ALERT_RULES_READ, Action.ALERTS_WRITE}),
     Role.TEAM_LEAD: frozenset(),
     Role.MANAGER: frozenset(),
-    Role.DISPLAY: frozenset({Action.ALERTS_READ}),
+    Role.DISPLAY: frozenset({Action.ALERT_RULES_READ}),
 }
-"""Actions per role. Reading alerts also needs every scope (see ``Principal.action_denial``):
-alerts are about any scope, so a team display or team lead does not read them."""
+"""Actions per role. Reading alert rules and silences also needs every scope (see
+``Principal.action_denial``): they are about any scope, so a team display does not read them.
+Alerts themselves are read by everyone, each the alerts of its scopes (``alert_scopes``)."""
 
 ROLE_HELP: dict[Role, str] = {
     Role.ADMIN: "everything, including API tokens",
@@ -148,10 +152,10 @@ class Principal:
     def action_denial(self, action: Action) -> str | None:
         """Why this principal may not take the action; None if it may."""
         if action in ROLE_ACTIONS[self.role]:
-            if action is not Action.ALERTS_READ or self.reads_everything:
+            if action is not Action.ALERT_RULES_READ or self.reads_everything:
                 return None
-            return f"{self.describe()} may not {action.value}: alerts concern any scope, and it does not read them all"
-        writes = [a.value for a in Action if a in ROLE_ACTIONS[self.role] and a is not Action.ALERTS_READ]
+            return f"{self.describe()} may not {action.value}: they concern any scope, and it does not read them all"
+        writes = [a.value for a in Action if a in ROLE_ACTIONS[self.role] and a is not Action.ALERT_RULES_READ]
         may = f"; it may {', '.join(writes)}" if writes else "; it is read-only"
         return f"{self.describe()} may not {action.value}{may}"
 
@@ -165,6 +169,29 @@ class Principal:
         if self.team_bound:
             return [f"t:{self.team_id}", *(f"m:{manager}" for manager in sorted(team_managers))]
         return [f"m:{self.manager_id}"]
+
+
+def alert_scopes(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scope tokens an alert entry concerns (an alert history entry or an active alert, as the
+    alerts worker writes them): whoever reads one of them sees the entry.
+
+    A KPI alert concerns its series' scope (``scope``, or the ``scope`` label of an active alert); a
+    deal alert (scope ``deal:<id>``) the manager and the team of its ``manager`` and ``team``
+    labels. An entry that names neither concerns the company: a notification (it groups alerts of
+    any scope), or a deal alert recorded without its labels (its rule was removed).
+    """
+    labels = entry.get("labels")
+    if not isinstance(labels, Mapping):
+        labels = {}
+    scope = entry.get("scope") or labels.get("scope")
+    if isinstance(scope, str) and (scope == COMPANY_SCOPE or scope.startswith(("m:", "t:"))):
+        return (scope,)
+    owners = tuple(
+        f"{code}:{owner}"
+        for code, label in (("m", "manager"), ("t", "team"))
+        if isinstance(owner := labels.get(label), str) and owner
+    )
+    return owners or (COMPANY_SCOPE,)
 
 
 def check_binding(role: Role, team_id: str | None, manager_id: str | None) -> None:

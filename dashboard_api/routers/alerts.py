@@ -1,6 +1,9 @@
 """Alerting over HTTP: rules (create, read, update, delete), silences, acknowledgements, the
 alerts pending or firing now, and the history of state changes and notifications.
 
+Every caller reads the alerts (active and history) of the scopes it may read (docs/access.md);
+rules and silences, which concern any scope, only those who read every scope.
+
 The alerts worker (``python -m alerts.worker``) evaluates; this router only reads what it
 keeps and writes what it reads at every evaluation tick (docs/alerts.md).
 """
@@ -13,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
-from dashboard_api.auth import require
+from dashboard_api.auth import ScopeFilterDep, require
 from dashboard_api.dependencies import AlertConfigWriterDep, NowDep, RedisDep, SettingsDep
 from dashboard_api.models import ErrorDetail
 from services import alert_config
@@ -24,7 +27,7 @@ from services.topics import AlertNames
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail, "description": "no such item"}}
-READ_ALERTS = Depends(require(Action.ALERTS_READ))
+READ_RULES = Depends(require(Action.ALERT_RULES_READ))
 WRITE_ALERTS = Depends(require(Action.ALERTS_WRITE))
 RuleIdPath = Annotated[str, Path(min_length=1, max_length=128, description="the rule's id")]
 _T = TypeVar("_T")
@@ -74,7 +77,7 @@ class AckRequest(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-@router.get("/rules", summary="List alert rules", description="Rules created over the API.", dependencies=[READ_ALERTS])
+@router.get("/rules", summary="List alert rules", description="Rules created over the API.", dependencies=[READ_RULES])
 async def list_rules(redis: RedisDep, settings: SettingsDep) -> RuleList:
     rules, _, _ = await alert_config.read_dynamic(redis, _names(settings))
     return RuleList(rules=sorted(rules.values(), key=lambda rule: rule.id))
@@ -85,7 +88,7 @@ async def list_rules(redis: RedisDep, settings: SettingsDep) -> RuleList:
     summary="Read an alert rule",
     description="One rule by id.",
     responses=NOT_FOUND,
-    dependencies=[READ_ALERTS],
+    dependencies=[READ_RULES],
 )
 async def read_rule(rule_id: RuleIdPath, redis: RedisDep, settings: SettingsDep) -> Rule:
     rules, _, _ = await alert_config.read_dynamic(redis, _names(settings))
@@ -122,7 +125,7 @@ async def delete_rule(rule_id: RuleIdPath, writer: AlertConfigWriterDep) -> None
 
 
 @router.get(
-    "/silences", summary="List silences", description="Silences written over the API.", dependencies=[READ_ALERTS]
+    "/silences", summary="List silences", description="Silences written over the API.", dependencies=[READ_RULES]
 )
 async def list_silences(redis: RedisDep, settings: SettingsDep) -> SilenceList:
     _, silences, _ = await alert_config.read_dynamic(redis, _names(settings))
@@ -167,11 +170,11 @@ async def delete_silence(
 @router.get(
     "/active",
     summary="Alerts pending or firing now",
-    description="As the alerts worker keeps them.",
-    dependencies=[READ_ALERTS],
+    description="As the alerts worker keeps them; those of the scopes the caller may read.",
 )
-async def active_alerts(redis: RedisDep, settings: SettingsDep) -> ActiveAlerts:
-    return ActiveAlerts(alerts=await alert_config.read_active(redis, _names(settings)))
+async def active_alerts(redis: RedisDep, settings: SettingsDep, readable: ScopeFilterDep) -> ActiveAlerts:
+    active = await alert_config.read_active(redis, _names(settings))
+    return ActiveAlerts(alerts={fp: alert for fp, alert in active.items() if readable.allows_alert(alert)})
 
 
 @router.post(
@@ -200,13 +203,16 @@ async def acknowledge(
 @router.get(
     "/history",
     summary="Alert history",
-    description="Every state change and every notification sent or failed, newest first.",
-    dependencies=[READ_ALERTS],
+    description="Every state change and every notification sent or failed, newest first; those of the "
+    "scopes the caller may read (notifications: only for those who read the company).",
 )
 async def history(
     redis: RedisDep,
     settings: SettingsDep,
+    readable: ScopeFilterDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[str | None, Query(description="entry id to page before", pattern=r"^\d+-\d+$")] = None,
 ) -> History:
-    return History(entries=await alert_config.read_history(redis, _names(settings), count=limit, before=before))
+    keep = None if readable.principal.reads_everything else readable.allows_alert
+    entries = await alert_config.read_history(redis, _names(settings), count=limit, before=before, keep=keep)
+    return History(entries=entries)

@@ -124,10 +124,8 @@ class _Session:
             self.client.subscribe(None if scopes == "*" else tuple(scopes), kpis=request.kpis, resume=resume)
         elif request.kpis is not None:
             self.client.kpis = frozenset(request.kpis)
-        if request.alerts and (refusal := self.gate.alerts_denial()) is not None:
-            self._error(refusal)
-        elif request.alerts:
-            self.client.subscribe_alerts(request.alerts_since)
+        if request.alerts:
+            self.client.subscribe_alerts(await self.gate.alert_filter(), request.alerts_since)
 
     async def send_loop(self) -> None:
         drained = 0
@@ -179,7 +177,7 @@ class _Session:
 
     async def _replay_alerts(self, request: AlertReplayRequest) -> None:
         try:
-            alerts = await self.broadcaster.replay_alerts(request.since)
+            alerts = await self.broadcaster.replay_alerts(request.since, request.readable)
         except (RedisError, OSError) as exc:
             await self.websocket.send_text(
                 ErrorMessage(
@@ -187,10 +185,10 @@ class _Session:
                 ).model_dump_json()
             )
             return
-        for seq, text in alerts:
-            if seq > self.client.alerts_floor:
-                await self.websocket.send_text(text)
-                self.client.alerts_floor = seq
+        for alert in alerts:
+            if alert.seq > self.client.alerts_floor:
+                await self.websocket.send_text(alert.text)
+                self.client.alerts_floor = alert.seq
 
     async def _send_snapshot(self, request: SnapshotRequest) -> None:
         now = self.websocket.app.state.clock()

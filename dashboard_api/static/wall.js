@@ -270,7 +270,7 @@ async function loadAlerts() {
     state.alerts = history.entries.filter((entry) => entry.kind !== "notification").map(alertItem);
     renderTicker();
   } catch (error) {
-    // A team display may not read alerts (they concern every scope): the ticker says so.
+    // Every token reads the alerts of its scopes; an API that refuses them (403) hides the ticker.
     if (error.status === 403) alertsUnavailable("Alerts are not shown to this token");
     else if (error.status === 401) reportError(error, "alerts");
   }

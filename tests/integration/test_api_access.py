@@ -21,7 +21,7 @@ from dashboard_api.app import API_PREFIX
 from dashboard_api.auth import CLOSE_UNAUTHORIZED, get_principal, route_authorizers
 from services import cli, token_command
 from services.auth import hash_token
-from services.topics import AuthKeys
+from services.topics import AlertNames, AuthKeys
 
 if TYPE_CHECKING:
     from tests.integration.api_harness import ApiFactory, RunningApi
@@ -44,6 +44,28 @@ WS_READS = {
     "team_lead": {"t:team-01", "m:alice", "m:bob"},
     "team_display": {"t:team-01", "m:alice", "m:bob"},
     "manager": {"m:alice"},
+}
+ALERTS = {
+    "own-team": {"scope": "t:team-01"},
+    "other-team": {"scope": "t:team-02"},
+    "own-manager": {"scope": "m:alice"},
+    "team-mate": {"scope": "m:bob"},
+    "other-manager": {"scope": "m:carol"},
+    "company": {"scope": "c"},
+    "deal-own-team": {"scope": "deal:d1", "labels": {"manager": "carol", "team": "team-01"}},
+    "deal-other-team": {"scope": "deal:d2", "labels": {"manager": "carol", "team": "team-02"}},
+    "deal-own-manager": {"scope": "deal:d3", "labels": {"manager": "alice"}},
+}
+"""Alerts by name, as the alerts worker records them (the fields that say whom they concern)."""
+ALL_ALERTS = frozenset(ALERTS)
+TEAM_01_ALERTS = frozenset({"own-team", "own-manager", "team-mate", "deal-own-team", "deal-own-manager"})
+SEES_ALERTS = {
+    "admin": ALL_ALERTS,
+    "director": ALL_ALERTS,
+    "display": ALL_ALERTS,
+    "team_lead": TEAM_01_ALERTS,
+    "team_display": TEAM_01_ALERTS,
+    "manager": frozenset({"own-manager", "deal-own-manager"}),
 }
 OPEN_TAGS = {"operations", "display"}
 """Routes outside /api/v1 that hold no data: health, metrics, the static pages."""
@@ -117,11 +139,11 @@ MATRIX: dict[tuple[str, str], list[Call]] = {
         Call(f"{API_PREFIX}/alerts/silences/s1", WRITERS, body={})
     ],
     ("DELETE", f"{API_PREFIX}/alerts/silences/{{silence_id}}"): [Call(f"{API_PREFIX}/alerts/silences/s1", WRITERS)],
-    ("GET", f"{API_PREFIX}/alerts/active"): [Call(f"{API_PREFIX}/alerts/active", READ_ALL)],
+    ("GET", f"{API_PREFIX}/alerts/active"): [Call(f"{API_PREFIX}/alerts/active", EVERYONE)],
     ("POST", f"{API_PREFIX}/alerts/active/{{fingerprint}}/ack"): [
         Call(f"{API_PREFIX}/alerts/active/f1/ack", WRITERS, body={"episode": "2026-11-27T12:00:00Z"})
     ],
-    ("GET", f"{API_PREFIX}/alerts/history"): [Call(f"{API_PREFIX}/alerts/history", READ_ALL)],
+    ("GET", f"{API_PREFIX}/alerts/history"): [Call(f"{API_PREFIX}/alerts/history", EVERYONE)],
     ("POST", f"{API_PREFIX}/tokens"): [Call(f"{API_PREFIX}/tokens", ADMIN, body={"name": "x", "role": "director"})],
     ("GET", f"{API_PREFIX}/tokens"): [Call(f"{API_PREFIX}/tokens", ADMIN)],
     ("DELETE", f"{API_PREFIX}/tokens/{{token_id}}"): [Call(f"{API_PREFIX}/tokens/000000000000", ADMIN)],
@@ -283,6 +305,68 @@ async def test_lists_show_only_what_the_role_may_read(api: RunningApi, tokens: d
     assert quotas["total"] == "100.0000"
     every_quota = await get(f"{API_PREFIX}/quotas?month=2026-11", "display")
     assert [q["manager_id"] for q in every_quota["quotas"]] == ["alice", "carol"]
+
+
+def alert_labels(name: str) -> dict[str, str]:
+    """The labels of one of ``ALERTS``, as the alerts worker gives them (those that say whom it concerns)."""
+    alert = ALERTS[name]
+    return {"alertname": name, "scope": alert["scope"], **alert.get("labels", {})}
+
+
+def alert_entry(name: str, **extra: Any) -> bytes:
+    """An alert-history state entry of one of ``ALERTS`` (its ``rule_id`` is the name)."""
+    entry = {"kind": "state", "rule_id": name, "scope": ALERTS[name]["scope"], "from": "pending", "to": "firing"}
+    return json.dumps({**entry, "labels": alert_labels(name), **extra}).encode()
+
+
+async def add_alerts(api: RunningApi, names: Any) -> dict[str, str]:
+    """Append history entries of these ``ALERTS``, in order; their entry ids by name."""
+    history = AlertNames.from_settings(api.settings).history
+    return {name: await api.redis.xadd(history, {"data": alert_entry(name)}) for name in names}
+
+
+async def test_each_role_reads_the_alerts_of_its_scopes_over_rest(api: RunningApi, tokens: dict[str, str]) -> None:
+    names = AlertNames.from_settings(api.settings)
+    for name in ALERTS:
+        await api.redis.hset(names.active, f"fp-{name}", json.dumps({"state": "firing", "labels": alert_labels(name)}))
+    await add_alerts(api, ALERTS)
+    note = {"kind": "notification", "outcome": "sent", "firing": ["fp-other-team"], "resolved": []}
+    await api.redis.xadd(names.history, {"data": json.dumps(note)})
+
+    for role, token in tokens.items():
+        as_role = {"Authorization": f"Bearer {token}"}
+        active = await api.http.get(f"{API_PREFIX}/alerts/active", headers=as_role)
+        history = await api.http.get(f"{API_PREFIX}/alerts/history", headers=as_role)
+        assert (active.status_code, history.status_code) == (200, 200), (role, active.text, history.text)
+        entries = history.json()["entries"]
+
+        assert set(active.json()["alerts"]) == {f"fp-{name}" for name in SEES_ALERTS[role]}, role
+        assert {entry["rule_id"] for entry in entries if entry["kind"] == "state"} == SEES_ALERTS[role], role
+        # A notification groups alerts of any scope: only for those who read the company.
+        assert any(entry["kind"] == "notification" for entry in entries) == (role in READ_ALL), role
+
+
+async def test_a_team_leads_history_pages_through_other_teams_alerts(api: RunningApi, tokens: dict[str, str]) -> None:
+    history = AlertNames.from_settings(api.settings).history
+    own = []
+    for batch in range(3):
+        own.append(await api.redis.xadd(history, {"data": alert_entry("own-team", batch=batch)}))
+        async with api.redis.pipeline(transaction=False) as pipe:
+            for _ in range(600):  # more than one page read (alert_config.HISTORY_PAGE) of foreign alerts
+                pipe.xadd(history, {"data": alert_entry("other-team")})
+            await pipe.execute()
+    as_lead = {"Authorization": f"Bearer {tokens['team_lead']}"}
+
+    async def page(**params: Any) -> list[str]:
+        response = await api.http.get(f"{API_PREFIX}/alerts/history", params=params, headers=as_lead)
+        assert response.status_code == 200, response.text
+        return [entry["id"] for entry in response.json()["entries"]]
+
+    first = await page(limit=2)
+    rest = await page(limit=2, before=first[-1])
+
+    assert first == [own[2], own[1]]
+    assert rest == [own[0]]  # shorter than the limit: the history holds no more for this token
 
 
 async def test_tokens_over_the_api(api: RunningApi) -> None:
@@ -464,11 +548,30 @@ async def test_changes_of_foreign_scopes_never_reach_a_limited_client(
     assert (message["type"], message["scope"], message["seq"]) == ("change", "m:alice", marker)
 
 
-async def test_the_alert_ticker_is_for_company_wide_tokens_only(live: dict[str, ClientConnection]) -> None:
-    snapshot = await subscribe(live["team_display"], ["t:team-01"], alerts=True)
-    refused = await receive(live["team_display"])
+async def alerts_until(ws: ClientConnection, last: str) -> list[str]:
+    """The seqs of the alert messages received, up to and including the one with seq ``last``."""
+    seqs: list[str] = []
+    while not seqs or seqs[-1] != last:
+        message = await receive(ws)
+        assert message["type"] == "alert", message
+        seqs.append(message["seq"])
+    return seqs
 
-    assert set(snapshot["scopes"]) == {"t:team-01"}  # the scopes of the subscribe are still followed
-    assert refused["type"] == "error"
-    assert "read alerts" in refused["message"]
-    assert "display 'test display' (team team-01)" in refused["message"]
+
+async def test_each_ticker_gets_the_alerts_of_its_scopes_replayed_then_live(
+    api: RunningApi, live: dict[str, ClientConnection]
+) -> None:
+    earlier = await add_alerts(api, ALERTS)
+    for ws in live.values():
+        await ws.send(json.dumps({"type": "subscribe", "alerts": True, "alerts_since": "0-0"}))
+    for role, ws in live.items():
+        replayed = [seq for name, seq in earlier.items() if name in SEES_ALERTS[role]]
+        assert await alerts_until(ws, replayed[-1]) == replayed, role
+
+    # Appended after every replay: pushed live. The last one is for every role, so each ticker has
+    # been handed everything before it once it receives that one.
+    pushed = await add_alerts(api, [*(name for name in ALERTS if name != "deal-own-manager"), "deal-own-manager"])
+
+    for role, ws in live.items():
+        expected = [seq for name, seq in pushed.items() if name in SEES_ALERTS[role]]
+        assert await alerts_until(ws, pushed["deal-own-manager"]) == expected, role

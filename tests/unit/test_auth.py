@@ -14,6 +14,7 @@ from services.auth import (
     InvalidPrincipal,
     Principal,
     Role,
+    alert_scopes,
     generate_token,
     hash_token,
     token_id_of,
@@ -38,8 +39,8 @@ READS: dict[Principal, set[str]] = {
 }
 ACTIONS: dict[Principal, set[Action]] = {
     ADMIN: set(Action),
-    DIRECTOR: {Action.INGEST, Action.QUOTAS, Action.ALERTS_READ, Action.ALERTS_WRITE},
-    WALL: {Action.ALERTS_READ},
+    DIRECTOR: {Action.INGEST, Action.QUOTAS, Action.ALERT_RULES_READ, Action.ALERTS_WRITE},
+    WALL: {Action.ALERT_RULES_READ},
     LEAD: set(),
     TEAM_WALL: set(),
     MANAGER: set(),
@@ -74,7 +75,7 @@ def test_every_role_takes_exactly_its_actions(principal: Principal, action: Acti
 
 def test_a_display_never_writes() -> None:
     for display in (WALL, TEAM_WALL):
-        assert [action for action in Action if display.may(action) and action is not Action.ALERTS_READ] == []
+        assert [action for action in Action if display.may(action) and action is not Action.ALERT_RULES_READ] == []
 
 
 def test_a_team_lead_reads_a_manager_only_while_seen_with_the_team() -> None:
@@ -101,11 +102,33 @@ def test_allowed_scopes_for_a_star_subscription() -> None:
     assert MANAGER.allowed_scopes(ROSTER) == ["m:alice"]
 
 
-def test_a_team_wall_does_not_read_alerts_which_concern_any_scope() -> None:
-    denial = TEAM_WALL.action_denial(Action.ALERTS_READ)
+def test_a_team_wall_does_not_read_alert_rules_which_concern_any_scope() -> None:
+    denial = TEAM_WALL.action_denial(Action.ALERT_RULES_READ)
 
     assert denial is not None
     assert "any scope" in denial
+
+
+@pytest.mark.parametrize(
+    ("entry", "scopes"),
+    [
+        ({"kind": "state", "scope": "t:team-01", "labels": {"team": "team-02"}}, ("t:team-01",)),
+        ({"kind": "state", "scope": "m:alice"}, ("m:alice",)),
+        ({"kind": "state", "scope": "c"}, ("c",)),
+        ({"state": "firing", "labels": {"scope": "m:bob", "manager": "bob"}}, ("m:bob",)),  # an active alert
+        (
+            {"kind": "state", "scope": "deal:d1", "labels": {"manager": "carol", "team": "team-01"}},
+            ("m:carol", "t:team-01"),
+        ),
+        ({"kind": "state", "scope": "deal:d2", "labels": {"manager": "carol"}}, ("m:carol",)),
+        ({"kind": "state", "scope": "deal:d3", "reason": "rule_removed"}, ("c",)),
+        ({"kind": "notification", "firing": ["f1", "f2"]}, ("c",)),
+    ],
+)
+def test_an_alert_concerns_its_scope_or_the_owners_of_its_deal(
+    entry: dict[str, object], scopes: tuple[str, ...]
+) -> None:
+    assert alert_scopes(entry) == scopes
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from dashboard_api.auth import ScopeFilter
 from dashboard_api.broadcaster import (
     ChangeBroadcaster,
     LiveClient,
@@ -17,10 +18,12 @@ from dashboard_api.broadcaster import (
     coalesce,
 )
 from dashboard_api.changes import BucketChange, ChangeEntry, CurrentChange
-from dashboard_api.live_messages import alert_text
+from dashboard_api.live_messages import alert_text, decode_alert_entry
 from dashboard_api.metrics import ApiMetrics
+from services.auth import Principal, Role
 
 PROBABILITIES = {"new": Decimal("0.1"), "won_soon": Decimal("0.9")}
+EVERY_ALERT = ScopeFilter(Principal(Role.DIRECTOR, "dora"), ())
 
 
 def entry(
@@ -267,7 +270,7 @@ def test_a_resume_floor_inside_an_entry_skips_only_what_the_client_has() -> None
 def test_alerts_reach_only_clients_following_them_as_small_messages() -> None:
     hub, _ = broadcaster()
     ticker, other = LiveClient(10), LiveClient(10)
-    ticker.subscribe_alerts()
+    ticker.subscribe_alerts(EVERY_ALERT)
     other.subscribe(("c",))
     for client in (ticker, other):
         hub.register(client)
@@ -327,10 +330,10 @@ def test_a_notification_becomes_an_alert_message_with_counts() -> None:
         "attempt": 1,
     }
 
-    text = alert_text("6-0", {b"data": json.dumps(note).encode()})
+    decoded = decode_alert_entry("6-0", {b"data": json.dumps(note).encode()})
 
-    assert text is not None
-    assert json.loads(text) == {
+    assert decoded is not None
+    assert json.loads(alert_text("6-0", decoded)) == {
         "type": "alert",
         "seq": "6-0",
         "kind": "notification",
@@ -341,4 +344,29 @@ def test_a_notification_becomes_an_alert_message_with_counts() -> None:
         "firing": 2,
         "resolved": 0,
     }
-    assert alert_text("7-0", {b"data": b"not json"}) is None
+    assert decode_alert_entry("7-0", {b"data": b"not json"}) is None
+
+
+def test_each_ticker_gets_only_the_alerts_of_the_scopes_it_reads() -> None:
+    hub, _ = broadcaster()
+    lead = ScopeFilter(Principal(Role.TEAM_LEAD, "lena", team_id="team-01"), frozenset({"alice"}))
+    director, team_lead = LiveClient(10), LiveClient(10)
+    director.subscribe_alerts(EVERY_ALERT)
+    team_lead.subscribe_alerts(lead)
+    for client in (director, team_lead):
+        hub.register(client)
+    alerts = {
+        "1-0": {"kind": "state", "scope": "t:team-01"},
+        "2-0": {"kind": "state", "scope": "t:team-02"},
+        "3-0": {"kind": "state", "scope": "m:alice"},
+        "4-0": {"kind": "state", "scope": "c"},
+        "5-0": {"kind": "state", "scope": "deal:d1", "labels": {"manager": "carol", "team": "team-01"}},
+        "6-0": {"kind": "state", "scope": "deal:d2", "labels": {"manager": "carol", "team": "team-02"}},
+        "7-0": {"kind": "notification", "firing": ["f1"]},
+    }
+
+    for seq, alert in alerts.items():
+        hub.publish_alert(seq, {b"data": json.dumps(alert).encode()})
+
+    assert [json.loads(alert.text)["seq"] for alert in drain(director)] == list(alerts)
+    assert [json.loads(alert.text)["seq"] for alert in drain(team_lead)] == ["1-0", "3-0", "5-0"]

@@ -66,6 +66,8 @@ CORES = os.cpu_count() or 1
 POLL_S = 0.05
 PROGRESS_S = 3.0
 RESUMING = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*resuming (\d+) partitions")
+READING = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*replay: reading \d+ records")
+LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 
 @dataclass
@@ -233,7 +235,11 @@ async def watch_stats(
     servers: BenchServers,
     within: float,
 ) -> tuple[Measurement, list[tuple[float, int]]]:
-    """Poll the stats hash every 50 ms: first non-zero to ``count``; also the (wall time, total) series."""
+    """Poll the stats hash every 50 ms: first non-zero to ``count``; also the (wall time, total) series.
+
+    The replay applies large batches, so its first batch would fall before a first non-zero total:
+    its window starts at its log line saying it starts reading (the CPU window when that line is seen).
+    """
     result = Measurement(stage, TITLES[stage])
     cpu = CpuWindow({**{c.label: c.pid for c in children}, "redis": servers.redis_pid(), "kafka": servers.kafka_pid()})
     began = min(c.started_at for c in children)
@@ -246,7 +252,13 @@ async def watch_stats(
         total = await stats_total(redis, keys)
         now = time.monotonic()
         series.append((time.time(), total))
-        if first is None and total:
+        if first is None and stage == "e":
+            found = READING.search(children[0].log_text())
+            if found:
+                logged = datetime.strptime(found.group(1), LOG_TIME).timestamp()
+                first = (now - max(time.time() - logged, 0.0), 0)
+                cpu.begin()
+        elif first is None and total:
             first = (now, total)
             cpu.begin()
         if total >= count:
@@ -294,7 +306,7 @@ def final_assignment(children: list[ChildProcess], partitions: int) -> float | N
         if not found:
             return None
         stamp, assigned = found[-1]
-        latest.append((datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp(), int(assigned)))
+        latest.append((datetime.strptime(stamp, LOG_TIME).timestamp(), int(assigned)))
     if sum(assigned for _, assigned in latest) != partitions:
         return None
     return max(stamp for stamp, _ in latest)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
+import gc
 import logging
 import signal
 import sys
@@ -61,6 +62,7 @@ async def serve(reader: asyncio.StreamReader, out: Any) -> None:
     producer = kafka.producer(settings, acks="all")
     await producer.start()
     processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
+    gc.freeze()  # what start-up built lives to the end: later collections need not walk it
     inbox: collections.deque[tuple[Any, ...] | None] = collections.deque()
     arrived = asyncio.Event()
 

@@ -67,15 +67,28 @@ end
 -- a field that reaches 0 is removed. A bucket key goes into its granularity's time index (a sorted
 -- set scored by the bucket's end) in the same atomic step, so the sweeper finds expired buckets
 -- without a SCAN. Deltas are decimal strings (a Lua number would round beyond 2^53).
+-- The time index entries go in one ZADD per index and chunk: a call per key costs more than the insert.
+local index_args = {}
 for _, item in ipairs(cjson.decode(nxt())) do
   local key, index_key, fields = item[1], item[2], item[4]
   if index_key ~= '' then
-    redis.call('ZADD', index_key, item[3], key)
+    local args = index_args[index_key]
+    if args == nil then
+      args = {}
+      index_args[index_key] = args
+    end
+    args[#args + 1] = item[3]
+    args[#args + 1] = key
   end
   for f = 1, #fields, 2 do
     if redis.call('HINCRBY', key, fields[f], fields[f + 1]) == 0 then
       redis.call('HDEL', key, fields[f])
     end
+  end
+end
+for index_key, args in pairs(index_args) do
+  for first = 1, #args, 4000 do
+    redis.call('ZADD', index_key, unpack(args, first, math.min(first + 3999, #args)))
   end
 end
 

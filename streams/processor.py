@@ -9,9 +9,11 @@ and customers with the pure core, then commit state, offsets, claims and counter
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -98,6 +100,26 @@ class BatchResult:
     rejected_by_code: dict[str, int] = field(default_factory=dict)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is processed.
+
+    A batch allocates tens of thousands of objects that live until its end, and none form cycles;
+    with the collector on, those allocations trigger collections that walk every live object (the
+    deal cache, a replay's state) again and again: measured, a third of the worker's CPU time.
+    The collector runs again after the batch; what the batch left behind is freed by reference
+    counting meanwhile.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class _Lru(OrderedDict[str, tuple[list[DealEvent], str]]):
     def __init__(self, capacity: int) -> None:
         super().__init__()
@@ -138,7 +160,8 @@ class BatchProcessor:
         """
         for attempt in range(1, self.MAX_ATTEMPTS + 1):
             try:
-                return await self._process_once(records, lag or {}, floors or {})
+                with gc_paused():
+                    return await self._process_once(records, lag or {}, floors or {})
             except CommitConflict as conflict:
                 log.warning("batch conflicted with concurrent state (%s); retry %d", conflict, attempt)
                 self.forget()

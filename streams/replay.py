@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -27,10 +28,12 @@ from services.quota_store import restore_quotas
 from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, RawRecord, gc_paused
 from streams.store import SoleWriterStore, StateStore
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 100_000
 
 
 async def wipe_state(redis: Redis, keys: RedisKeys) -> int:
@@ -81,7 +84,9 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
-async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 20000, show_progress: bool = True) -> int:
+async def replay(
+    settings: Settings, *, wipe: bool = True, batch_size: int = DEFAULT_BATCH, show_progress: bool = True
+) -> int:
     """Apply the whole events topic to the state; returns the number of records read."""
     redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
     keys = RedisKeys.from_settings(settings)
@@ -127,32 +132,13 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 200
                 consumer.seek(tp, position)
             starts[tp] = position
         remaining = {tp for tp in tps if starts[tp] < ends[tp]}
+        log.info("replay: reading %d records from %d partitions", sum(ends[tp] - starts[tp] for tp in tps), len(tps))
         progress = ProgressLine(sum(ends[tp] - starts[tp] for tp in tps), "replay") if show_progress else None
-        read = 0
-        while remaining:
-            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
-            records: list[RawRecord] = []
-            for tp, messages in fetched.items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        continue
-                    records.append(
-                        RawRecord(
-                            tp.topic, tp.partition, message.offset, message.timestamp, message.key, message.value or b""
-                        )
-                    )
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-            if records:
-                result = await processor.process(records)
-                if result.rewind:
-                    raise RuntimeError(
-                        f"the state's offsets moved back during the replay ({result.rewind}): another process "
-                        "writes the same state; stop the workers and replay again"
-                    )
-                read += len(records)
-                if progress:
-                    progress.advance(len(records))
+        # The cyclic collector stays off while batches are read and applied: they allocate millions of
+        # short-lived objects and a replay's state holds many more, which every collection would walk.
+        gc.freeze()
+        with gc_paused():
+            read = await _apply_log(consumer, processor, remaining, ends, batch_size, progress)
         if isinstance(store, SoleWriterStore):
             await store.flush()
         if progress:
@@ -162,6 +148,58 @@ async def replay(settings: Settings, *, wipe: bool = True, batch_size: int = 200
         await consumer.stop()
         await producer.stop()
         await redis.aclose()
+
+
+async def _apply_log(
+    consumer: AIOKafkaConsumer,
+    processor: BatchProcessor,
+    remaining: set[TopicPartition],
+    ends: dict[TopicPartition, int],
+    batch_size: int,
+    progress: ProgressLine | None,
+) -> int:
+    """Read the partitions up to their end offsets and apply them in batches; returns the records read."""
+    read = 0
+    records: list[RawRecord] = []
+    counted = 0  # of records, those the progress line has shown as read
+    while remaining or records:
+        # Batches are filled from several fetches: a larger batch collapses more increments of the
+        # same buckets into one write and leaves out more buckets already past retention.
+        if remaining:
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size - len(records))
+            for tp, messages in fetched.items():
+                end = ends[tp]
+                for message in messages:
+                    if message.offset < end:
+                        records.append(
+                            RawRecord(
+                                tp.topic,
+                                tp.partition,
+                                message.offset,
+                                message.timestamp,
+                                message.key,
+                                message.value or b"",
+                            )
+                        )
+                if messages and messages[-1].offset + 1 >= end:
+                    remaining.discard(tp)
+            if progress:
+                progress.advance(len(records) - counted)
+            counted = len(records)
+            if remaining and len(records) < batch_size:
+                continue
+        if not records:
+            continue
+        result = await processor.process(records)
+        if result.rewind:
+            raise RuntimeError(
+                f"the state's offsets moved back during the replay ({result.rewind}): another process "
+                "writes the same state; stop the workers and replay again"
+            )
+        read += len(records)
+        records, counted = [], 0
+        gc.collect(1)  # the young generations only, between batches
+    return read
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not wipe the state first: continue from the offsets the state holds",
     )
-    parser.add_argument("--batch-size", type=int, default=20000, help="records per state commit (default 20000)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"records per state commit (default {DEFAULT_BATCH}); larger batches are faster and take more memory",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

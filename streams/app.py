@@ -99,16 +99,16 @@ class WorkerRuntime:
             await future
         log.info("sent %d rejected records to %s", len(letters), self.settings.kafka.dlq_topic)
 
-    def lag(self, records: Sequence[RawRecord], tps: dict[str, Any]) -> dict[str, int]:
+    def lag(self, last: dict[Any, int]) -> dict[str, int]:
+        """``topic:partition`` -> records behind the high watermark, from the last offset taken per partition."""
         behind: dict[str, int] = {}
-        last: dict[str, int] = {record.tp: record.offset for record in records}
-        for name, tp in tps.items():
+        for tp, offset in last.items():
             try:
                 highwater = self.app.consumer.highwater(tp)
             except Exception:
                 continue
             if highwater is not None:
-                behind[name] = max(0, int(highwater) - last[name] - 1)
+                behind[f"{tp.topic}:{tp.partition}"] = max(0, int(highwater) - offset - 1)
         return behind
 
 
@@ -175,27 +175,30 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(events, concurrency=1)
     async def apply_events(stream: Any) -> None:
         async for batch in stream.take_events(settings.worker.batch_size, within=settings.worker.batch_within_s):
-            records = []
-            tps: dict[str, Any] = {}
+            # Plain tuples (RawRecord's fields, in order): the batch process takes them as they are.
+            rows = []
+            last: dict[Any, int] = {}
             for event in batch:
                 message = event.message
-                record = RawRecord(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    timestamp_ms=int(message.timestamp * 1000),
-                    key=message.key,
-                    value=message.value if message.value is not None else b"",
+                rows.append(
+                    (
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        int(message.timestamp * 1000),
+                        message.key,
+                        message.value if message.value is not None else b"",
+                    )
                 )
-                records.append(record)
-                tps[record.tp] = message.tp
+                last[message.tp] = message.offset
             try:
                 if offload is not None:
-                    await offload.submit(records, runtime.lag(records, tps), floors)
+                    await offload.submit(rows, runtime.lag(last), floors)
                     continue
                 runtime.busy = True
+                records = [RawRecord(*row) for row in rows]
                 try:
-                    result = await apply_until_done(runtime.processor, records, runtime.lag(records, tps), floors)
+                    result = await apply_until_done(runtime.processor, records, runtime.lag(last), floors)
                 finally:
                     runtime.busy = False
                 if result.rewind:
@@ -215,6 +218,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task  # type: ignore[untyped-decorator]
     async def relay_updates() -> None:
+        if offload is not None:
+            return  # the batch process relays the change feed
         redis = runtime.store.redis
 
         async def send(records: Sequence[tuple[bytes, bytes]]) -> None:

@@ -11,6 +11,7 @@ Requests: ``("batch", records, lag, floors)``, ``("forget",)`` (drop cached stat
 ``("sync",)`` (answered once everything before it is applied). Replies: ``("done", rewind)``,
 one per batch (``rewind``: the partitions to read again, see ``BatchResult.rewind``),
 ``("synced",)`` and ``("failed", text)``.
+It also relays the change feed to ``kpi.updates`` (:mod:`streams.updates_relay`), off faust's core.
 The process ends at end of input, and with its parent (Linux parent-death signal).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import gc
 import logging
@@ -34,6 +36,7 @@ from streams.dead_letters import KafkaDeadLetters
 from streams.frames import read_frame, write_frame
 from streams.processor import BatchProcessor, RawRecord, apply_until_done
 from streams.store import StateStore
+from streams.updates_relay import UpdatesRelay, producer_sender
 
 log = logging.getLogger("streams.batch_child")
 
@@ -54,11 +57,8 @@ def die_with_parent() -> None:
 async def serve(reader: asyncio.StreamReader, out: Any) -> None:
     settings = load_settings()
     redis = Redis.from_url(settings.redis.url, health_check_interval=10, socket_timeout=COMMIT_TIMEOUT_S)
-    store = StateStore(
-        redis,
-        RedisKeys.from_settings(settings),
-        claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400,
-    )
+    keys = RedisKeys.from_settings(settings)
+    store = StateStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
     producer = kafka.producer(settings, acks="all")
     await producer.start()
     processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
@@ -75,6 +75,11 @@ async def serve(reader: asyncio.StreamReader, out: Any) -> None:
                 return
 
     receiver = asyncio.ensure_future(receive())
+    # The change feed is relayed to kpi.updates from here, on this process's core, by a plain
+    # aiokafka producer: in the worker process it took faust's producer path, on faust's core.
+    relay = asyncio.ensure_future(
+        UpdatesRelay(redis, keys, producer_sender(producer, settings.kafka.updates_topic)).run()
+    )
     try:
         while True:
             while not inbox:
@@ -110,6 +115,9 @@ async def serve(reader: asyncio.StreamReader, out: Any) -> None:
             out.flush()
     finally:
         receiver.cancel()
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
         await producer.stop()
         await redis.aclose()
 

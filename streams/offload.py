@@ -21,12 +21,13 @@ from typing import Any
 
 from services.settings import Settings
 from streams.frames import encode_frame, read_frame
-from streams.processor import RawRecord
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0
 
+RecordRow = tuple[str, int, int, int, bytes | None, bytes]
+"""A record as the tuple of :class:`streams.processor.RawRecord`'s fields, in order."""
 Rewinder = Callable[[dict[str, int]], Awaitable[None]]
 """Moves the worker's reader back: ``topic:partition`` -> the offset the state needs next."""
 
@@ -107,13 +108,10 @@ class BatchOffload:
         return future
 
     async def submit(
-        self, records: Sequence[RawRecord], lag: dict[str, int], floors: dict[str, int]
+        self, rows: Sequence[RecordRow], lag: dict[str, int], floors: dict[str, int]
     ) -> asyncio.Future[tuple[Any, ...]]:
-        """Queue a batch; returns once it is in the pipe (waits while ``depth`` are unanswered)."""
-        rows = [
-            (record.topic, record.partition, record.offset, record.timestamp_ms, record.key, record.value)
-            for record in records
-        ]
+        """Queue a batch of records, each as the tuple of RawRecord's fields; returns once it is in
+        the pipe (waits while ``depth`` are unanswered)."""
         future = await self._send(("batch", rows, lag, floors), answered=True)
         assert future is not None
         return future

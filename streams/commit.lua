@@ -32,16 +32,15 @@ for _ = 1, n do
   new_offsets[#new_offsets + 1] = {field, new}
 end
 
--- claims: ttl, n, key*
-local ttl = nxt()
-n = tonumber(nxt())
-local claims = {}
-for k = 1, n do
-  local key = nxt()
-  if redis.call('EXISTS', key) == 1 then
-    return {0, 'claim', key}
+-- claims: ttl, '1' to check them ('0': the caller is the only writer and knows them new), JSON array of keys
+local ttl, check_claims = nxt(), nxt()
+local claims = cjson.decode(nxt())
+if check_claims == '1' then
+  for _, key in ipairs(claims) do
+    if redis.call('EXISTS', key) == 1 then
+      return {0, 'claim', key}
+    end
   end
-  claims[k] = key
 end
 
 -- read values: n, (key, sha1 of the value read or '' if it was absent)*
@@ -63,7 +62,8 @@ for _, key in ipairs(claims) do
   redis.call('SET', key, '1', 'EX', ttl)
 end
 
--- increments: one JSON array of [key, time index key or '', score or '', [field, delta, field, delta, ...]];
+-- increments: one JSON array of [key, time index key or '', score or '', [field, delta, field, delta, ...], new];
+-- new = 1 when the key is known to be absent (its deltas are its values), else 0;
 -- a field that reaches 0 is removed. A bucket key goes into its granularity's time index (a sorted
 -- set scored by the bucket's end) in the same atomic step, so the sweeper finds expired buckets
 -- without a SCAN. Deltas are decimal strings (a Lua number would round beyond 2^53).
@@ -80,9 +80,14 @@ for _, item in ipairs(cjson.decode(nxt())) do
     args[#args + 1] = item[3]
     args[#args + 1] = key
   end
-  for f = 1, #fields, 2 do
-    if redis.call('HINCRBY', key, fields[f], fields[f + 1]) == 0 then
-      redis.call('HDEL', key, fields[f])
+  if item[5] == 1 then
+    -- a key the caller knows to be absent (a replay's first write to it): set every field at once
+    redis.call('HSET', key, unpack(fields))
+  else
+    for f = 1, #fields, 2 do
+      if redis.call('HINCRBY', key, fields[f], fields[f + 1]) == 0 then
+        redis.call('HDEL', key, fields[f])
+      end
     end
   end
 end

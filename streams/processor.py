@@ -214,10 +214,13 @@ class BatchProcessor:
         dead: list[DeadLetter] = []
         stats: dict[str, int] = {}
         produced_ms = 0
+        stamped_ms, now = -1, datetime.now(UTC)
         for record, item in parsed:
             if not isinstance(item, Rejection):
                 try:
-                    now = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+                    if record.timestamp_ms != stamped_ms:  # records produced together share it
+                        stamped_ms = record.timestamp_ms
+                        now = datetime.fromtimestamp(stamped_ms / 1000, UTC)
                     check_time(item, self.policy, now=now, watermark=watermark)
                 except EventRejected as rejected:
                     item = rejected.rejection

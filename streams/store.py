@@ -76,6 +76,9 @@ class StateStore:
         self.claim_ttl_s = claim_ttl_s
         self._script = redis.register_script(_COMMIT_SCRIPT)
         self._key_cache: dict[tuple[str, str, str], str] = {}
+        self._written: set[str] | None = None
+        """The bucket keys this store has written, when it is the only writer of a wiped state (then
+        a key not in it is absent: its first write sets the fields, and claims are not checked)."""
         self._index_keys = {granularity: keys.bucket_index(granularity) for granularity in BUCKET_GRANULARITIES}  # type: ignore[arg-type]
 
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
@@ -148,7 +151,7 @@ class StateStore:
         args: list[str | bytes | int] = [self.keys.offsets, len(commit.offsets)]
         for tp, (expected, new) in commit.offsets.items():
             args += [tp, "" if expected is None else str(expected), str(new)]
-        args += [str(self.claim_ttl_s), len(commit.claims), *commit.claims]
+        args += [str(self.claim_ttl_s), "0" if self._written is not None else "1", orjson.dumps(commit.claims)]
         args.append(len(commit.expected))
         for key, fingerprint in commit.expected.items():
             args += [key, fingerprint]
@@ -156,25 +159,30 @@ class StateStore:
         # The increments go as one JSON argument (decoded by cjson in the script): packing a few
         # hundred thousand separate arguments costs the client more than the whole script.
         # Deltas go as text: JSON numbers would lose digits in Lua doubles.
-        increments: list[tuple[str, str, str, list[str]]] = []
+        increments: list[tuple[str, str, str, list[str], int]] = []
         touched: list[str] = []
         ends = commit.bucket_ends
         key_of = self._bucket_key
         feed = commit.feed
+        written = self._written
         for (scope, granularity, bucket), deltas in commit.contributions.items():
             fields = [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
             if not fields:
                 continue
             key = key_of(scope, granularity, bucket)
+            new = 0
+            if written is not None and key not in written:
+                written.add(key)
+                new = 1
             if granularity == CURRENT:
-                increments.append((key, "", "", fields))
+                increments.append((key, "", "", fields, new))
             else:
-                increments.append((key, self._index_keys[granularity], str(ends[(granularity, bucket)]), fields))
+                increments.append((key, self._index_keys[granularity], str(ends[(granularity, bucket)]), fields, new))
             if feed and granularity in CHANGE_FEED_GRANULARITIES:
                 touched += (key, scope, granularity, bucket)
         counters = [item for name, value in commit.stats.items() if value for item in (name, str(value))]
         if counters:
-            increments.append((self.keys.worker_stats, "", "", counters))
+            increments.append((self.keys.worker_stats, "", "", counters, 0))
         args.append(orjson.dumps(increments))
 
         args.append(len(commit.values))
@@ -224,6 +232,7 @@ class SoleWriterStore(StateStore):
         self._values: dict[str, bytes] = {}
         self._watermark_us: int | None = None
         self._pending: asyncio.Task[str] | None = None
+        self._written = set()
 
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
         return {name: self._offsets.get(name) for name in fields}

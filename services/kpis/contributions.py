@@ -209,13 +209,16 @@ def expand_cells(
         if minute == CURRENT_MINUTE:
             _spread(out, scopes, CURRENT, "", fields)
             continue
-        labels = calendar.of_minute(minute)
         end = (minute + 1) * 60
         if end > minute_cut:
+            labels = calendar.of_minute(minute)
             _spread(out, scopes, "minute", labels.minute, fields)
             ends[("minute", labels.minute)] = end
+            day, month = labels.day, labels.month
+        else:  # the minute's own label is not needed
+            day, month = calendar.local_labels(minute * 60_000_000)
         _merge(hours, (scopes, minute // 60), fields)
-        _merge(days, (scopes, labels.day, labels.month), fields)
+        _merge(days, (scopes, day, month), fields)
     utcdays: dict[tuple[tuple[str, ...], int], dict[str, int]] = {}
     for (scopes, hour), fields in hours.items():
         end = (hour + 1) * 3600

@@ -15,7 +15,8 @@ from services.kpis.periods import Period, PeriodKind, period_of
 from services.kpis.reference import WINDOW_LENGTHS, ReferenceKpis, admit, window_bounds
 from services.schemas.events import ValidationPolicy
 from services.settings import Settings
-from services.simulation import SimRecord
+from services.simulation import SimRecord, Simulation, SimulationConfig
+from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys
 from tests.integration.api_harness import RunningApi, running_api
 
@@ -54,6 +55,18 @@ async def assert_worker_counters(
     assert stats["processed"] == accepted
     assert stats.get("duplicates", 0) == duplicates
     assert {k.removeprefix("rejected:"): v for k, v in stats.items() if k.startswith("rejected:")} == rejected
+
+
+async def produce_simulated(settings: Settings, *, seed: int, days: int, count: int) -> list[SimRecord]:
+    """``count`` simulated records over the last ``days`` (9 managers, 3 teams; 2 % duplicates, 5 % out of
+    order, 2 % malformed), written to the events topic."""
+    config = SimulationConfig.from_business(
+        settings.business, managers=9, teams=3, duplicates=0.02, out_of_order=0.05, malformed=0.02
+    )
+    records = list(Simulation(config, seed=seed).records(datetime.now(UTC) - timedelta(days=days), count=count))
+    async with KafkaSink(settings.kafka.bootstrap_servers, settings.kafka.events_topic) as sink:
+        await sink.write(records)
+    return records
 
 
 async def assert_state_equals_reference(

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,13 +16,12 @@ from redis.asyncio import Redis
 from services.kafka import ensure_product_topics
 from services.kafka import producer as kafka_producer
 from services.settings import Settings
-from services.simulation import Simulation, SimulationConfig
-from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys, Topics
 from tests.integration.api_harness import running_api, wait_until
 from tests.integration.pipeline_checks import (
     assert_state_equals_reference,
     malformed,
+    produce_simulated,
     read_dead_letters,
     scope_paths,
     worker_reached,
@@ -37,12 +36,7 @@ DEADLINE_S = 180.0
 async def test_kpis_over_rest_equal_the_reference(make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings: Settings = make_settings(business={"timezone": "Europe/Berlin"}, worker={"batch_size": 500})
     await ensure_product_topics(settings)
-    config = SimulationConfig.from_business(
-        settings.business, managers=9, teams=3, duplicates=0.02, out_of_order=0.05, malformed=0.02
-    )
-    records = list(Simulation(config, seed=11).records(datetime.now(UTC) - timedelta(days=40), count=4000))
-    async with KafkaSink(settings.kafka.bootstrap_servers, settings.kafka.events_topic) as sink:
-        await sink.write(records)
+    records = await produce_simulated(settings, seed=11, days=40, count=4000)
 
     keys = RedisKeys.from_settings(settings)
     redis = Redis.from_url(settings.redis.url)

@@ -18,9 +18,9 @@ from dashboard_api.publisher import EventPublisher
 from services.alert_config import AlertConfigWriter
 from services.auth import Principal
 from services.kpi_reader import manager_exists, team_exists
-from services.kpis.periods import Period, PeriodKind, local_date, parse_period
+from services.kpis.periods import Period, PeriodKind, local_date, month_key, parse_period
 from services.kpis.windows import Window, WindowLength, window_ending
-from services.quota_store import QuotaWriter
+from services.quota_store import QuotaWriter, read_quota
 from services.settings import Settings
 from services.topics import COMPANY_ID, RedisKeys, scope_token
 
@@ -194,16 +194,19 @@ async def manager_scope(
     manager_id: Annotated[str, Path(description="manager id as carried by events (manager_id)")],
     redis: RedisDep,
     keys: KeysDep,
+    today: TodayDep,
     _: Annotated[Principal, Depends(authorize_manager)],
 ) -> ScopeRef:
     """The manager, if the caller may read it (else 403), or 404 when no event was ever attributed to this
-    manager id."""
-    if not await manager_exists(redis, keys, manager_id):
+    manager id and it has no quota for the current month."""
+    # A manager given a plan before their first event is known: their page shows zeros against it.
+    month = month_key(today)
+    if not await manager_exists(redis, keys, manager_id) and await read_quota(redis, keys, manager_id, month) is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             detail=(
-                f"unknown manager {manager_id!r}: no event was attributed to it; "
-                "GET /api/v1/managers lists the known managers"
+                f"unknown manager {manager_id!r}: no event was attributed to it and it has no quota for {month}; "
+                "GET /api/v1/managers lists the managers with events"
             ),
         )
     return ScopeRef(kind="manager", id=manager_id, token=scope_token("manager", manager_id))

@@ -7,7 +7,7 @@
     crm-pulse replay [ARGS...]             rebuild Redis from Kafka (python -m streams.replay ARGS)
     crm-pulse import FILE [ARGS...]        import a history file (python -m streams.history_import ARGS)
     crm-pulse alerts [ARGS...]             the alerts worker    (python -m alerts.worker ARGS)
-    crm-pulse demo [SIMULATOR ARGS...]     infra, worker, api and simulator together until Ctrl-C
+    crm-pulse demo [SIMULATOR ARGS...]     infra, worker, alerts, api and simulator together until Ctrl-C
     crm-pulse quotas import FILE.csv       set the quotas of a CSV manager_id,month,amount (all or nothing)
     crm-pulse quotas list [--month M]      the quotas of a month
     crm-pulse tokens create|list|revoke    API tokens and their roles (docs/access.md)
@@ -181,10 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         usage="%(prog)s [-h] [--host HOST] [--port PORT] [--no-simulator] [--timeout S] [SIMULATOR ARGS ...]",
-        help="run everything locally: infra, worker, api and simulator, until Ctrl-C",
+        help="run everything locally: infra, worker, alerts, api and simulator, until Ctrl-C",
         description="Start the local Kafka and Redis (unless the environment names servers), then the worker, "
-        "the API and the simulator as child processes with their logs in <data_dir>/logs/. Ctrl-C or SIGTERM "
-        "stops the children, then the servers this command started.",
+        "the alerts worker, the API and the simulator as child processes with their logs in <data_dir>/logs/. "
+        "With the simulator, the month's quotas and a few example alert rules are set when none are. Ctrl-C or "
+        "SIGTERM stops the children, then the servers this command started.",
         epilog="Other arguments go to the simulator unchanged.",
         allow_abbrev=False,
     )
@@ -443,6 +444,42 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def demo_children(
+    settings: Settings, host: str, port: int, *, simulator: bool, extras: Sequence[str] = ()
+) -> list[tuple[str, list[str]]]:
+    """The demo's child processes in start order (they stop in reverse): name and argv."""
+    children = [
+        ("worker", [sys.executable, "-m", WORKER_MODULE]),
+        ("alerts", [sys.executable, "-m", ALERTS_MODULE]),
+        ("api", _api_argv(settings, host, port, [])),
+    ]
+    if simulator:
+        children.append(("simulator", [sys.executable, "-m", SIMULATOR_MODULE, *extras]))
+    return children
+
+
+def _seed_demo_configuration(settings: Settings) -> None:
+    """Quotas and example alert rules for the simulated office, each only when none are set."""
+    # Imported here: only the demo needs the Kafka and Redis clients.
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
+
+    from services.alert_config import AlertConfigUnavailable
+    from services.demo_alerts import seed_demo_rules
+    from services.kafka import TopicCreationError
+
+    seeded = asyncio.run(_seed_demo_quotas(settings))
+    if seeded:
+        print(f"quotas: set {seeded} demo quotas for this month (none were set)", flush=True)
+    try:
+        rules = asyncio.run(seed_demo_rules(settings))
+    except (AlertConfigUnavailable, KafkaError, TopicCreationError, RedisError, OSError) as exc:
+        print(f"{PROG}: the example alert rules were not set ({exc}); the demo runs without them", file=sys.stderr)
+        return
+    if rules:
+        print(f"alerts: set {rules} example alert rules (none were set): GET /api/v1/alerts/rules", flush=True)
+
+
 def _demo(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
     host, port = _api_address(settings, args)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -456,21 +493,13 @@ def _demo(settings: Settings, args: argparse.Namespace, extras: list[str]) -> in
     code = 0
     try:
         localinfra.up(settings, echo=print)
-        children = [
-            ("worker", [sys.executable, "-m", WORKER_MODULE]),
-            ("api", _api_argv(settings, host, port, [])),
-        ]
-        if not args.no_simulator:
-            children.append(("simulator", [sys.executable, "-m", SIMULATOR_MODULE, *extras]))
-        for name, argv in children:
+        for name, argv in demo_children(settings, host, port, simulator=not args.no_simulator, extras=extras):
             child = supervisor.start(name, argv)
             print(f"{name}: started pid {child.pid}, log {child.log_path}", flush=True)
         supervisor.wait_http_ok(f"{base_url}/healthz", timeout=args.timeout)
         tokens = token_command.demo_tokens(settings, layout.data_dir(settings))
         if not args.no_simulator:
-            seeded = asyncio.run(_seed_demo_quotas(settings))
-            if seeded:
-                print(f"quotas: set {seeded} demo quotas for this month (none were set)", flush=True)
+            _seed_demo_configuration(localinfra.client_settings(settings))
         print(
             f"\nCRM Pulse demo is running.\n  dashboard: {base_url}/?token={tokens.display}\n"
             f"  API docs:  {base_url}/docs (Authorize with the admin token)\n  admin token: {tokens.admin}",

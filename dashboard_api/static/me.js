@@ -101,7 +101,7 @@ async function loadAll() {
     clearError();
     renderAll(false);
   } catch (error) {
-    if (error.status === 404) showMessage(`Unknown manager ${managerId}: no event was attributed to it yet`, "error");
+    if (error.status === 404) showMessage(`Unknown manager ${managerId}: no event was attributed to it and it has no quota this month`, "error");
     else reportError(error, "Could not load the figures");
     throw error;
   }

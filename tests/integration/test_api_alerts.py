@@ -9,6 +9,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from services.demo_alerts import seed_demo_rules
 from services.settings import Settings
 from services.topics import AlertNames
 from tests.integration.api_harness import running_api
@@ -83,3 +84,30 @@ async def test_silences_acks_and_history(make_settings: Callable[..., Settings])
         assert [entry["n"] for entry in page] == [2, 1]
         rest = (await api.http.get("/api/v1/alerts/history", params={"before": page[-1]["id"]})).json()["entries"]
         assert [entry["n"] for entry in rest] == [0]
+
+
+async def test_the_demo_sets_its_example_rules_only_when_there_are_none(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings: Settings = make_settings(alerts={"config_topic": f"alerts.config.{uuid.uuid4().hex[:8]}"})
+    names = AlertNames.from_settings(settings)
+    async with running_api(settings) as api:
+        assert await seed_demo_rules(settings) == 4
+        listed = (await api.http.get("/api/v1/alerts/rules")).json()["rules"]
+        assert [rule["id"] for rule in listed] == [
+            "demo-behind-plan",
+            "demo-low-win-rate",
+            "demo-stuck-deal",
+            "demo-team-calls",
+        ]
+        assert await seed_demo_rules(settings) == 0  # the next demo run keeps them as they are
+        assert (await api.http.delete("/api/v1/alerts/rules/demo-team-calls")).status_code == 204
+        assert await seed_demo_rules(settings) == 0  # a rule deleted on purpose stays deleted
+
+        # A rule Redis lost is still in the config topic: it counts.
+        await api.redis.delete(names.rules, names.config_offsets)
+        assert await seed_demo_rules(settings) == 0
+        assert len((await api.http.get("/api/v1/alerts/rules")).json()["rules"]) == 3
+
+        with_file = settings.with_overrides(alerts={"config_topic": f"alerts.config.{uuid.uuid4().hex[:8]}"})
+        assert await seed_demo_rules(with_file.with_overrides(alerts={"config_file": "alerts.yaml"})) == 0

@@ -25,7 +25,7 @@ from services.quota_store import read_quota_log
 from services.settings import Settings
 from services.topics import RedisKeys
 from streams.replay import replay
-from tests.integration.api_harness import RunningApi, closed_kafka_address, running_api, wait_until
+from tests.integration.api_harness import FIXED_NOW, RunningApi, closed_kafka_address, running_api, wait_until
 from tests.integration.pipeline_checks import worker_reached
 from tests.integration.worker_process import running_worker
 
@@ -204,6 +204,36 @@ async def test_quota_attainment_of_managers_teams_and_company_from_the_worker_st
             ).status_code == 422
     finally:
         await redis.aclose()
+
+
+async def test_a_manager_with_a_quota_and_no_event_yet_reads_zeros_against_the_plan(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    month = month_key(FIXED_NOW.date())  # the API's clock: the current month
+    async with running_api(settings) as api:
+        assert (await api.http.get("/api/v1/kpis/managers/newbie")).status_code == 404
+        assert (await put(api, "newbie", month, "12000")).status_code == 200
+
+        body = await get_json(api, "/api/v1/kpis/managers/newbie", period="month")
+        assert body["scope"] == {"kind": "manager", "id": "newbie", "token": "m:newbie"}
+        assert body["period"]["label"] == month
+        kpis = body["kpis"]
+        assert (kpis["calls"], kpis["meetings"], kpis["deals_won"], kpis["revenue"]) == (0, 0, 0, "0.0000")
+        assert (kpis["quota"], kpis["quota_attainment"]) == ("12000.0000", "0.000000")
+        # Everything the manager's own page (/me) reads answers too.
+        day = await get_json(api, "/api/v1/kpis/managers/newbie", period="day")
+        assert day["kpis"]["calls"] == 0
+        series = await get_json(api, "/api/v1/kpis/managers/newbie/series", granularity="day")
+        assert {point["kpis"]["calls"] for point in series["points"]} == {0}
+        pipeline = await get_json(api, "/api/v1/pipeline/managers/newbie")
+        assert pipeline["pipeline"]["open_deals"] == 0
+        await get_json(api, "/api/v1/funnel/managers/newbie", period="month")
+        # A quota of another month does not make a manager known now.
+        assert (await put(api, "later", "2027-01", "5000")).status_code == 200
+        unknown = await api.http.get("/api/v1/kpis/managers/later")
+        assert unknown.status_code == 404
+        assert f"no quota for {month}" in unknown.json()["detail"]
 
 
 async def test_replay_wipes_redis_and_restores_quotas_from_the_compacted_topic(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services import cli
+from services.settings import Settings
 
 SUBCOMMANDS = [
     [],
@@ -22,6 +23,7 @@ SUBCOMMANDS = [
     ["api"],
     ["simulate"],
     ["replay"],
+    ["alerts"],
     ["demo"],
     ["quotas"],
     ["quotas", "import"],
@@ -61,7 +63,12 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
 @pytest.mark.usefixtures("execed")
 @pytest.mark.parametrize(
     ("command", "module"),
-    [("worker", "streams.worker"), ("simulate", "services.simulator"), ("replay", "streams.replay")],
+    [
+        ("worker", "streams.worker"),
+        ("simulate", "services.simulator"),
+        ("replay", "streams.replay"),
+        ("alerts", "alerts.worker"),
+    ],
 )
 def test_components_run_by_module_path_with_arguments_passed_through(command: str, module: str) -> None:
     with pytest.raises(Execed) as ran:
@@ -94,6 +101,19 @@ def test_api_runs_the_app_factory_with_uvicorn() -> None:
     assert argv[:5] == [sys.executable, "-m", "uvicorn", "dashboard_api.app:create_app", "--factory"]
     assert argv[5:] == ["--host", "127.0.0.1", "--port", "9001", "--reload"]
     assert ran.value.env["CRM_PULSE_API__PORT"] == "9001"
+
+
+def test_the_demo_runs_every_component_and_stops_the_simulator_first() -> None:
+    settings = Settings()
+    children = cli.demo_children(settings, "127.0.0.1", 8000, simulator=True, extras=["--rate", "5"])
+    assert [name for name, _ in children] == ["worker", "alerts", "api", "simulator"]  # stopped in reverse
+    argv = dict(children)
+    assert argv["alerts"] == [sys.executable, "-m", "alerts.worker"]
+    assert argv["worker"] == [sys.executable, "-m", "streams.worker"]
+    assert argv["simulator"] == [sys.executable, "-m", "services.simulator", "--rate", "5"]
+    assert argv["api"][5:] == ["--host", "127.0.0.1", "--port", "8000"]
+    quiet = cli.demo_children(settings, "127.0.0.1", 8000, simulator=False)
+    assert [name for name, _ in quiet] == ["worker", "alerts", "api"]
 
 
 def test_unknown_arguments_of_our_own_commands_are_errors(capsys: pytest.CaptureFixture[str]) -> None:

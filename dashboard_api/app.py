@@ -37,6 +37,7 @@ from dashboard_api.routers import (
     tokens,
 )
 from dashboard_api.routers.display import STATIC_DIR
+from dashboard_api.token_watch import TokenWatch
 from services.alert_config import AlertConfigWriter
 from services.quota_store import QuotaWriter
 from services.redis import redis_client
@@ -113,13 +114,18 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         app.state.quota_writer = quota_writer
         alert_config_writer = AlertConfigWriter(settings, redis)
         app.state.alert_config_writer = alert_config_writer
-        app.state.access = Access(
+        access = Access(
             TokenStore(redis, AuthKeys.from_settings(settings)), redis, keys, enabled=settings.api.auth == "tokens"
         )
+        app.state.access = access
+        token_watch = TokenWatch(access.store.refused, interval_s=settings.api.ws_token_recheck_s)
+        app.state.token_watch = token_watch
         try:
             await broadcaster.start()
+            token_watch.start()
             yield
         finally:
+            await token_watch.stop()
             await broadcaster.stop()
             await quota_writer.close()
             await alert_config_writer.close()

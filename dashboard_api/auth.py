@@ -29,13 +29,14 @@ from dashboard_api.live_messages import ErrorMessage
 from dashboard_api.models import ErrorDetail
 from services.auth import COMPANY_SCOPE, Action, Principal, Role, alert_scopes
 from services.kpi_reader import list_team_managers
-from services.token_store import TokenStore
+from services.token_store import UNKNOWN_TOKEN, TokenStore
 from services.topics import RedisKeys
 
 TOKEN_QUERY = "token"
 REALM = 'Bearer realm="crm-pulse"'
 CLOSE_UNAUTHORIZED = 4401
-"""WebSocket close code for a missing, unknown or revoked token (HTTP 401 + 4000)."""
+"""WebSocket close code for a missing, unknown or revoked token (HTTP 401 + 4000), when connecting or
+when an open connection's token is revoked (``dashboard_api.token_watch``)."""
 AUTH_OFF = Principal(role=Role.ADMIN, name="anyone (api.auth=off)")
 
 bearer_scheme = HTTPBearer(
@@ -72,11 +73,9 @@ class Access:
             )
         record = await self.store.lookup(token)
         if record is None:
-            raise Unauthenticated("the API token is not valid (unknown token); ask an admin for a new one")
-        if record.revoked_at is not None:
-            raise Unauthenticated(
-                f"the API token {record.id} ({record.name!r}) was revoked at {record.revoked_at.isoformat()}"
-            )
+            raise Unauthenticated(UNKNOWN_TOKEN)
+        if record.refusal is not None:
+            raise Unauthenticated(record.refusal)
         await self.store.touch(record, token, now)
         return record.principal()
 
@@ -282,16 +281,20 @@ LeaderboardTeamDep = Annotated[str | None, Depends(leaderboard_team)]
 # -- WebSocket --
 
 
+def websocket_token(websocket: WebSocket) -> str | None:
+    """The token of a WebSocket handshake: its Authorization header's bearer token, else ``?token=``."""
+    header = websocket.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else websocket.query_params.get(TOKEN_QUERY)
+
+
 async def websocket_principal(websocket: WebSocket, access: Access) -> Principal | None:
     """Authenticate an accepted WebSocket from ``?token=`` or its Authorization header.
 
     On failure the client gets an ``error`` message saying why, then close code 4401; None.
     """
-    header = websocket.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    token = credentials.strip() if scheme.lower() == "bearer" else websocket.query_params.get(TOKEN_QUERY)
     try:
-        return await access.authenticate(token, websocket.app.state.clock())
+        return await access.authenticate(websocket_token(websocket), websocket.app.state.clock())
     except Unauthenticated as exc:
         await websocket.send_text(ErrorMessage(message=f"unauthorized: {exc.reason}").model_dump_json())
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized: a valid API token is needed"[:123])

@@ -61,6 +61,12 @@ class ApiSettings(_Section):
     ws_tick_s: float = Field(
         0.1, ge=0, description="the live fan-out runs at most once per tick; changes within one are coalesced"
     )
+    ws_token_recheck_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often the tokens of open WebSocket connections are checked again; a connection "
+        "whose token was revoked is closed (4401) within about this long",
+    )
     auth: Literal["tokens", "off"] = Field(
         "tokens",
         description="'tokens': every data path needs an API token (docs/access.md); 'off': no checks, "

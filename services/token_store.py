@@ -8,6 +8,7 @@ and revoking by id read the whole hash.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,8 @@ from services.topics import AuthKeys
 MAX_NAME_CHARS = 200
 TOUCH_INTERVAL_S = 60.0
 """``last_used_at`` is written at most this often per token and process (not on every request)."""
+UNKNOWN_TOKEN = "the API token is not valid (unknown token); ask an admin for a new one"
+"""Why a token without a record is refused."""
 
 
 class TokenRecord(BaseModel):
@@ -47,6 +50,13 @@ class TokenRecord(BaseModel):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the token is refused (it was revoked); None while it is accepted."""
+        if self.revoked_at is None:
+            return None
+        return f"the API token {self.id} ({self.name!r}) was revoked at {self.revoked_at.isoformat()}"
 
     def principal(self) -> Principal:
         return Principal(
@@ -93,6 +103,18 @@ class TokenStore:
         """The record of a token (revoked ones included), or None when it was never issued."""
         raw = await self._redis.hget(self._keys.tokens, hash_token(token))
         return TokenRecord.model_validate_json(raw) if raw is not None else None
+
+    async def refused(self, digests: Sequence[str]) -> dict[str, str]:
+        """Of these token hashes, those refused now (revoked, or without a record), with why; one HMGET."""
+        if not digests:
+            return {}
+        raws = await self._redis.hmget(self._keys.tokens, list(digests))
+        refusals: dict[str, str] = {}
+        for digest, raw in zip(digests, raws, strict=True):
+            reason = UNKNOWN_TOKEN if raw is None else TokenRecord.model_validate_json(raw).refusal
+            if reason is not None:
+                refusals[digest] = reason
+        return refusals
 
     async def touch(self, record: TokenRecord, token: str, now: datetime) -> None:
         """Note that the token was used (at most once per ``TOUCH_INTERVAL_S`` per process)."""

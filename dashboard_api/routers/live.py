@@ -3,7 +3,8 @@
 Protocol: docs/websocket.md. Each session runs two tasks: one reads the client's messages
 (subscribe, unsubscribe), one is the only writer to the socket (snapshots, replays, changes and
 alerts from the client's queue, errors, heartbeat). A session whose queue overflows is closed
-with 1013. Requested scopes are checked in one place, ``_Session.permitted_scopes``.
+with 1013; one whose token is revoked meanwhile (``dashboard_api.token_watch``) gets an error and
+is closed with 4401. Requested scopes are checked in one place, ``_Session.permitted_scopes``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from dashboard_api.auth import LiveGate, SubscriptionRefused, get_access, websocket_principal
+from dashboard_api.auth import (
+    CLOSE_UNAUTHORIZED,
+    LiveGate,
+    SubscriptionRefused,
+    get_access,
+    websocket_principal,
+    websocket_token,
+)
 from dashboard_api.broadcaster import (
     AlertReplayRequest,
     ChangeBroadcaster,
@@ -47,6 +55,7 @@ from dashboard_api.live_messages import (
     UnsubscribeRequest,
     client_message_adapter,
 )
+from dashboard_api.token_watch import TokenWatch, WatchedToken
 from services.kpi_reader import list_all_scopes, read_live_snapshot
 from services.kpis.measures import derive_kpis, derive_pipeline
 from services.kpis.periods import local_date
@@ -56,6 +65,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TIMEOUT_S = 10.0
+REFUSED_CLOSE_REASON = "unauthorized: the API token is no longer valid"
 YIELD_EVERY = 200
 
 
@@ -249,16 +259,23 @@ async def live_updates(
         return
     client = LiveClient(settings.api.ws_client_queue)
     session = _Session(websocket, client, settings, redis, keys, broadcaster, LiveGate(access, principal))
+    token_watch: TokenWatch = websocket.app.state.token_watch
+    token = websocket_token(websocket)
+    watched: WatchedToken | None = token_watch.watch(token) if access.enabled and token else None
     broadcaster.register(client)
     tasks = {
         asyncio.create_task(session.receive_loop(), name="ws-receive"),
         asyncio.create_task(session.send_loop(), name="ws-send"),
         asyncio.create_task(client.overflowed.wait(), name="ws-overflow"),
     }
+    if watched is not None:
+        tasks.add(asyncio.create_task(watched.refused.wait(), name="ws-token-refused"))
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         broadcaster.unregister(client)
+        if watched is not None:
+            token_watch.unwatch(watched)
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -267,7 +284,22 @@ async def live_updates(
             result, (asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError)
         ):
             log.error("live session ended by an error", exc_info=result)
-    if client.overflowed.is_set():
+    if watched is not None and watched.refused.is_set():
+        error = ErrorMessage(message=f"unauthorized: {watched.reason}").model_dump_json()
+        await _close(websocket, CLOSE_UNAUTHORIZED, REFUSED_CLOSE_REASON, error=error)
+    elif client.overflowed.is_set():
         reason = f"too slow: more than {client.queue_size} updates queued; reconnect and subscribe again"
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason=reason), timeout=CLOSE_TIMEOUT_S)
+        await _close(websocket, CLOSE_TRY_AGAIN_LATER, reason)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str, *, error: str | None = None) -> None:
+    """Send the error message, if any, and close; a client already gone (or stuck) is let go."""
+
+    async def tell_and_close() -> None:
+        if error is not None:
+            await websocket.send_text(error)
+        await websocket.close(code=code, reason=reason)
+
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await tell_and_close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,9 +20,12 @@ from websockets.exceptions import ConnectionClosed
 
 from dashboard_api.app import API_PREFIX
 from dashboard_api.auth import CLOSE_UNAUTHORIZED, get_principal, route_authorizers
+from dashboard_api.routers.live import REFUSED_CLOSE_REASON
 from services import cli, token_command
 from services.auth import hash_token
+from services.localinfra.redis_server import RedisServer
 from services.topics import AlertNames, AuthKeys
+from tests.integration.api_harness import free_port, isolated_settings, running_api, wait_until
 
 if TYPE_CHECKING:
     from tests.integration.api_harness import ApiFactory, RunningApi
@@ -575,3 +579,98 @@ async def test_each_ticker_gets_the_alerts_of_its_scopes_replayed_then_live(
     for role, ws in live.items():
         expected = [seq for name, seq in pushed.items() if name in SEES_ALERTS[role]]
         assert await alerts_until(ws, pushed["deal-own-manager"]) == expected, role
+
+
+# -- WebSocket: revoking a token closes its open connections --
+
+RECHECK_S = 0.2
+"""``api.ws_token_recheck_s`` of these tests (default 5 s)."""
+CLOSE_DEADLINE_S = 5.0
+"""Revoked to closed, with generous room for a loaded machine (the bound is about RECHECK_S)."""
+TODAY = "2026-11-27"
+
+
+async def token_id(api: RunningApi, name: str) -> str:
+    listed = (await api.http.get(f"{API_PREFIX}/tokens")).json()["tokens"]
+    found: str = next(t["id"] for t in listed if t["name"] == name)
+    return found
+
+
+async def test_revoking_a_token_closes_its_open_connections_and_no_other(api_factory: ApiFactory) -> None:
+    async with api_factory(api={"ws_token_recheck_s": RECHECK_S}) as api:
+        lobby = await api.token("display", name="lobby wall")
+        floor = await api.token("display", name="floor 2")
+        lobby_id = await token_id(api, "lobby wall")
+        async with connect(api.ws_url_for(lobby)) as revoked_ws, connect(api.ws_url_for(floor)) as kept_ws:
+            for ws in (revoked_ws, kept_ws):
+                assert (await subscribe(ws, ["c"]))["type"] == "snapshot"
+            before = await api.add_change([("c", "day", TODAY, {"calls": 1})])
+            for ws in (revoked_ws, kept_ws):
+                assert (await receive(ws))["seq"] == before
+
+            revoked = await api.http.delete(f"{API_PREFIX}/tokens/{lobby_id}")
+            assert revoked.status_code == 200, revoked.text
+            revoked_at = time.monotonic()
+            error = await receive(revoked_ws, within=CLOSE_DEADLINE_S)
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive(revoked_ws, within=CLOSE_DEADLINE_S)
+            took = time.monotonic() - revoked_at
+            after = await api.add_change([("c", "day", TODAY, {"calls": 2})])
+            kept_gets = await receive(kept_ws)
+
+    assert error["type"] == "error"
+    assert error["message"].startswith("unauthorized: the API token ")
+    assert "('lobby wall') was revoked at" in error["message"]
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CLOSE_UNAUTHORIZED, REFUSED_CLOSE_REASON)
+    assert took < CLOSE_DEADLINE_S
+    assert (kept_gets["type"], kept_gets["seq"]) == ("change", after)  # the other token's connection goes on
+
+
+def failed_rechecks(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(
+        record.name == "dashboard_api.token_watch" and "did not answer" in record.message for record in caplog.records
+    )
+
+
+async def test_connections_stay_open_while_redis_cannot_recheck_their_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage must not drop every display; once Redis is back, the checks (and revocation) work again."""
+    caplog.set_level(logging.WARNING, logger="dashboard_api.token_watch")
+    server = RedisServer(home=tmp_path / "redis", port=free_port(), start_timeout_s=30.0)
+    await asyncio.to_thread(server.start)
+    try:
+        settings = isolated_settings(server.url(), api={"ws_token_recheck_s": RECHECK_S})
+        async with running_api(settings) as api:
+            wall = await api.token("display", name="lobby wall")
+            wall_id = await token_id(api, "lobby wall")
+            async with connect(api.ws_url_for(wall)) as ws:
+                assert (await subscribe(ws, ["c"]))["type"] == "snapshot"
+
+                await asyncio.to_thread(server.stop)
+                await wait_until(
+                    lambda: failed_rechecks(caplog) >= 3 or ws.close_code is not None,
+                    what="three token re-checks to fail",
+                )
+                await ws.send("are you there?")
+                during_outage = await receive(ws)
+
+                await asyncio.to_thread(server.start)
+
+                async def revoke() -> bool:
+                    # The first requests after the restart may meet the pool's stale connections (503).
+                    return (await api.http.delete(f"{API_PREFIX}/tokens/{wall_id}")).status_code == 200
+
+                await wait_until(revoke, what="the revocation to succeed once Redis is back")
+                error = await receive(ws, within=CLOSE_DEADLINE_S)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await receive(ws, within=CLOSE_DEADLINE_S)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    # Not closed by the failed checks: the session still answers (this needs no Redis).
+    assert during_outage["type"] == "error", during_outage
+    assert during_outage["message"].startswith("could not understand 'are you there?'")
+    assert error["type"] == "error" and "was revoked" in error["message"]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_UNAUTHORIZED

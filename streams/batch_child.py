@@ -25,6 +25,7 @@ import gc
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,8 +35,8 @@ from services.settings import load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
 from streams.frames import read_frame, write_frame
-from streams.processor import BatchProcessor, RawRecord, apply_until_done
-from streams.store import StateStore
+from streams.processor import RETRY_INITIAL_S, RETRY_MAX_S, BatchProcessor, RawRecord, apply_until_done
+from streams.store import OverlappedStore, PreviousCommitFailed
 from streams.updates_relay import UpdatesRelay, producer_sender
 
 log = logging.getLogger("streams.batch_child")
@@ -54,14 +55,92 @@ def die_with_parent() -> None:
         log.debug("parent-death signal not available")
 
 
+@dataclass
+class _Applied:
+    """A batch (one or more merged requests) applied, its reply held until its commit applied."""
+
+    records: list[RawRecord]
+    lag: dict[str, int]
+    floors: dict[str, int]
+    requests: int
+    rewind: dict[str, int]
+    generation: int
+    """The store's commit generation that must be applied before the reply goes out."""
+
+
+class Applier:
+    """Applies batches over an :class:`OverlappedStore` and replies to each once its commit applied.
+
+    A batch's commit is sent while the next batch is worked on; the ``done`` replies go out in
+    order, each after its commit applied. When a commit did not apply, every batch not yet answered
+    is applied again, one at a time and each waited for, and only then answered.
+    """
+
+    def __init__(self, processor: BatchProcessor, store: OverlappedStore, out: Any) -> None:
+        self.processor = processor
+        self.store = store
+        self.out = out
+        self.unanswered: collections.deque[_Applied] = collections.deque()
+
+    async def apply(self, records: list[RawRecord], lag: dict[str, int], floors: dict[str, int], requests: int) -> None:
+        try:
+            result = await apply_until_done(self.processor, records, lag, floors)
+        except PreviousCommitFailed as failure:
+            self.unanswered.append(_Applied(records, lag, floors, requests, {}, self.store.sent))
+            await self._apply_again(failure)
+            return
+        self.unanswered.append(_Applied(records, lag, floors, requests, result.rewind, self.store.sent))
+        self._answer()
+
+    async def settle(self) -> None:
+        """Wait until every batch so far is applied, and answer them."""
+        try:
+            await self.store.settle()
+        except PreviousCommitFailed as failure:
+            await self._apply_again(failure)
+            return
+        self._answer()
+
+    async def _apply_again(self, failure: PreviousCommitFailed) -> None:
+        log.warning("a commit did not apply (%s); applying its batch and the ones after it again", failure)
+        delay = RETRY_INITIAL_S
+        for applied in self.unanswered:
+            while True:
+                self.store.abandon()
+                self.processor.forget()
+                try:
+                    result = await apply_until_done(self.processor, applied.records, applied.lag, applied.floors)
+                    await self.store.settle()
+                except PreviousCommitFailed as again:
+                    log.warning("applying a batch again did not apply (%s); retrying in %.1fs", again, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                applied.rewind = result.rewind
+                applied.generation = self.store.settled
+                break
+        self._answer()
+
+    def _answer(self) -> None:
+        answered = False
+        while self.unanswered and self.unanswered[0].generation <= self.store.settled:
+            applied = self.unanswered.popleft()
+            for index in range(applied.requests):
+                write_frame(self.out, ("done", applied.rewind if index == 0 else {}))
+            answered = True
+        if answered:
+            self.out.flush()
+
+
 async def serve(reader: asyncio.StreamReader, out: Any) -> None:
     settings = load_settings()
     redis = Redis.from_url(settings.redis.url, health_check_interval=10, socket_timeout=COMMIT_TIMEOUT_S)
     keys = RedisKeys.from_settings(settings)
-    store = StateStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
+    store = OverlappedStore(redis, keys, claim_ttl_s=(settings.business.history_retention_days + 2) * 86_400)
     producer = kafka.producer(settings, acks="all")
     await producer.start()
     processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
+    applier = Applier(processor, store, out)
     gc.freeze()  # what start-up built lives to the end: later collections need not walk it
     inbox: collections.deque[tuple[Any, ...] | None] = collections.deque()
     arrived = asyncio.Event()
@@ -85,10 +164,14 @@ async def serve(reader: asyncio.StreamReader, out: Any) -> None:
             while not inbox:
                 if receiver.done():
                     receiver.result()  # raise what stopped it
+                await applier.settle()  # idle: the last commit applied, its batch answered
+                if inbox:
+                    break
                 arrived.clear()
                 await arrived.wait()
             request = inbox.popleft()
             if request is None:
+                await applier.settle()
                 return
             kind = request[0]
             if kind == "batch":
@@ -102,11 +185,9 @@ async def serve(reader: asyncio.StreamReader, out: Any) -> None:
                     merged.append(following)
                     count += len(following[1])
                 records = [RawRecord(*fields) for batch in merged for fields in batch[1]]
-                result = await apply_until_done(processor, records, merged[-1][2], merged[-1][3])
-                for index in range(len(merged)):
-                    write_frame(out, ("done", result.rewind if index == 0 else {}))
-                out.flush()
+                await applier.apply(records, merged[-1][2], merged[-1][3], len(merged))
                 continue
+            await applier.settle()  # the requests below concern everything applied before them
             if kind == "forget":
                 processor.forget()
                 continue

@@ -171,11 +171,23 @@ class BatchProcessor:
         self, records: Sequence[RawRecord], lag: dict[str, int], floors: dict[str, int]
     ) -> BatchResult:
         result = BatchResult()
-        stored = await self.store.offsets({record.tp for record in records})
-        fresh: list[RawRecord] = []
+        # Schema checks need no state, so they come first: in the batch process they run while
+        # Redis still applies the previous batch's commit. Then one round trip reads the offsets,
+        # the watermark and the claims; the time checks and dedupe go in record order below.
+        parsed: list[tuple[RawRecord, CrmEvent | Rejection]] = []
+        for record in records:
+            try:
+                parsed.append((record, validate_payload(decode_json(record.value), self.policy)))
+            except EventRejected as rejected:
+                parsed.append((record, rejected.rejection))
+        stored, watermark_us, seen = await self.store.batch_state(
+            {record.tp for record in records},
+            [item.event_id for _, item in parsed if not isinstance(item, Rejection)],
+        )
+        fresh: list[tuple[RawRecord, CrmEvent | Rejection]] = []
         next_offsets: dict[str, int] = {}
         rewind = result.rewind
-        for record in records:
+        for record, item in parsed:
             tp = record.tp
             if tp in rewind:
                 result.held += 1
@@ -192,30 +204,20 @@ class BatchProcessor:
                 rewind[tp] = position
                 result.held += 1
                 continue
-            fresh.append(record)
+            fresh.append((record, item))
             next_offsets[tp] = record.offset + 1
         if rewind:
             log.debug("held back %d records past the state's offsets %s", result.held, rewind)
         if not fresh:
             return result
 
-        # Schema checks need no state; the time checks and dedupe go in record order below.
-        parsed: list[tuple[RawRecord, CrmEvent | Rejection]] = []
-        for record in fresh:
-            try:
-                parsed.append((record, validate_payload(decode_json(record.value), self.policy)))
-            except EventRejected as rejected:
-                parsed.append((record, rejected.rejection))
-        seen = await self.store.claimed([item.event_id for _, item in parsed if not isinstance(item, Rejection)])
-
-        watermark_us = await self.store.watermark_us()
         watermark = from_us(watermark_us) if watermark_us is not None else None
         accepted: list[CrmEvent] = []
         dead: list[DeadLetter] = []
         stats: dict[str, int] = {}
         produced_ms = 0
         stamped_ms, now = -1, datetime.now(UTC)
-        for record, item in parsed:
+        for record, item in fresh:
             if not isinstance(item, Rejection):
                 try:
                     if record.timestamp_ms != stamped_ms:  # records produced together share it

@@ -96,6 +96,26 @@ class StateStore:
         value = await self.redis.get(self.keys.watermark)
         return int(value) if value is not None else None
 
+    async def batch_state(
+        self, tps: Iterable[str], event_ids: list[str]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
+        """What a batch reads before its work, in one round trip: the stored offsets of these
+        partitions, the watermark, and which of these event ids were accepted before."""
+        names = list(tps)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.offsets, names)
+        pipe.get(self.keys.watermark)
+        if event_ids:
+            pipe.mget([self.keys.seen_event(event_id) for event_id in event_ids])
+        replies = await pipe.execute()
+        offsets = {
+            name: int(value) if value is not None else None for name, value in zip(names, replies[0], strict=True)
+        }
+        watermark = int(replies[1]) if replies[1] is not None else None
+        found = replies[2] if event_ids else []
+        claimed = {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit is not None}
+        return offsets, watermark, claimed
+
     async def claimed(self, event_ids: list[str]) -> set[str]:
         """Which of these event ids were accepted before (one MGET)."""
         if not event_ids:
@@ -109,8 +129,7 @@ class StateStore:
             return {}
         rows = await self.redis.mget([self.keys.deal(deal_id) for deal_id in deal_ids])
         return {
-            deal_id: ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(_bytes(raw))) if raw else ([], "")
-            for deal_id, raw in zip(deal_ids, rows, strict=True)
+            deal_id: self.decode_deal(_bytes(raw) if raw else b"") for deal_id, raw in zip(deal_ids, rows, strict=True)
         }
 
     async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
@@ -118,12 +137,22 @@ class StateStore:
         if not customer_ids:
             return {}
         rows = await self.redis.mget([self.keys.customer(customer_id) for customer_id in customer_ids])
-        result: dict[str, tuple[dict[str, list[Win]], str]] = {}
-        for customer_id, raw in zip(customer_ids, rows, strict=True):
-            by_deal = orjson.loads(raw) if raw else {}
-            wins = {deal: [Win.from_row(row) for row in rows_] for deal, rows_ in by_deal.items()}
-            result[customer_id] = (wins, digest(_bytes(raw)) if raw else "")
-        return result
+        return {
+            customer_id: self.decode_customer(_bytes(raw) if raw else b"")
+            for customer_id, raw in zip(customer_ids, rows, strict=True)
+        }
+
+    @staticmethod
+    def decode_deal(raw: bytes) -> tuple[list[DealEvent], str]:
+        """A stored deal value ('' or b'' for none): its history and digest."""
+        return ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(raw)) if raw else ([], "")
+
+    @staticmethod
+    def decode_customer(raw: bytes) -> tuple[dict[str, list[Win]], str]:
+        """A stored customer value (b'' for none): its wins by deal id and digest."""
+        by_deal = orjson.loads(raw) if raw else {}
+        wins = {deal: [Win.from_row(row) for row in rows] for deal, rows in by_deal.items()}
+        return wins, digest(raw) if raw else ""
 
     @staticmethod
     def encode_deal(history: Iterable[DealEvent]) -> bytes:
@@ -237,6 +266,11 @@ class SoleWriterStore(StateStore):
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
         return {name: self._offsets.get(name) for name in fields}
 
+    async def batch_state(
+        self, tps: Iterable[str], event_ids: list[str]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
+        return await self.offsets(tps), self._watermark_us, await self.claimed(event_ids)
+
     async def all_offsets(self) -> dict[str, int]:
         return dict(self._offsets)
 
@@ -248,20 +282,14 @@ class SoleWriterStore(StateStore):
         return {event_id for event_id in event_ids if seen(event_id) in self._claims}
 
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
-        found: dict[str, tuple[list[DealEvent], str]] = {}
-        for deal_id in deal_ids:
-            raw = self._values.get(self.keys.deal(deal_id))
-            found[deal_id] = ([DealEvent.from_row(row) for row in orjson.loads(raw)], digest(raw)) if raw else ([], "")
-        return found
+        return {deal_id: self.decode_deal(self._values.get(self.keys.deal(deal_id), b"")) for deal_id in deal_ids}
 
     async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
-        found: dict[str, tuple[dict[str, list[Win]], str]] = {}
-        for customer_id in customer_ids:
-            raw = self._values.get(self.keys.customer(customer_id))
-            by_deal = orjson.loads(raw) if raw else {}
-            wins = {deal: [Win.from_row(row) for row in rows] for deal, rows in by_deal.items()}
-            found[customer_id] = (wins, digest(raw) if raw else "")
-        return found
+        customer = self.keys.customer
+        return {
+            customer_id: self.decode_customer(self._values.get(customer(customer_id), b""))
+            for customer_id in customer_ids
+        }
 
     async def commit(self, commit: Commit) -> str:
         """Queue the commit behind the previous one; returns '' (replay writes no change feed)."""
@@ -283,3 +311,97 @@ class SoleWriterStore(StateStore):
         previous, self._pending = self._pending, None
         if previous is not None:
             await previous
+
+
+class PreviousCommitFailed(Exception):
+    """The commit sent before did not apply (a conflict or an outage): the batches from that one
+    on must be applied again, from fresh reads."""
+
+
+class OverlappedStore(StateStore):
+    """The batch process's store: each commit is sent while the caller works on the next batch.
+
+    Redis runs one batch's script while Python validates and reduces the next. Reads answer as if
+    the commit in flight had applied (its offsets, claims, deal and customer values and watermark
+    lie over what Redis returns). If it did not apply, the next :meth:`commit` (or :meth:`settle`)
+    raises :class:`PreviousCommitFailed`; the caller applies that batch and the following ones
+    again. Every commit is still fenced by the offsets, claims and value digests it read, so one
+    computed over a commit that failed can never apply: nothing is lost or counted twice.
+    """
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+        super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
+        self._inflight: asyncio.Future[str] | None = None
+        self._overlay: Commit | None = None
+        self.sent = 0
+        """Commits sent so far (the generation of the latest)."""
+        self.settled = 0
+        """The latest generation known to be applied (every one before it is, too)."""
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight; raises PreviousCommitFailed if it did not apply."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        try:
+            await inflight
+        except Exception as exc:
+            self._overlay = None
+            raise PreviousCommitFailed(f"{type(exc).__name__}: {exc}") from exc
+        self._overlay = None
+        self.settled = self.sent
+
+    def abandon(self) -> None:
+        """Forget the commit in flight (after a failure the caller redoes its batch)."""
+        if self._inflight is not None:
+            self._inflight.cancel()
+        self._inflight, self._overlay = None, None
+
+    async def commit(self, commit: Commit) -> str:
+        """Send the commit once the one before it applied; returns '' (the change id is not waited for)."""
+        await self.settle()
+        self.sent += 1
+        self._inflight = asyncio.ensure_future(super().commit(commit))
+        self._overlay = commit
+        return ""
+
+    async def batch_state(
+        self, tps: Iterable[str], event_ids: list[str]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
+        offsets, watermark, claimed = await super().batch_state(tps, event_ids)
+        overlay = self._overlay
+        if overlay is None:
+            return offsets, watermark, claimed
+        for tp, (_, new) in overlay.offsets.items():
+            if tp in offsets:
+                offsets[tp] = new
+        if overlay.watermark_us is not None:
+            watermark = overlay.watermark_us if watermark is None else max(watermark, overlay.watermark_us)
+        if overlay.claims:
+            claims = set(overlay.claims)
+            seen = self.keys.seen_event
+            claimed.update(event_id for event_id in event_ids if seen(event_id) in claims)
+        return offsets, watermark, claimed
+
+    async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
+        return (await self.batch_state(fields, []))[0]
+
+    async def watermark_us(self) -> int | None:
+        return (await self.batch_state((), []))[1]
+
+    async def claimed(self, event_ids: list[str]) -> set[str]:
+        return (await self.batch_state((), event_ids))[2]
+
+    async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
+        values = self._overlay.values if self._overlay is not None else {}
+        key = self.keys.deal
+        found = {deal_id: self.decode_deal(values[key(deal_id)]) for deal_id in deal_ids if key(deal_id) in values}
+        found.update(await super().deals([deal_id for deal_id in deal_ids if deal_id not in found]))
+        return found
+
+    async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
+        values = self._overlay.values if self._overlay is not None else {}
+        key = self.keys.customer
+        found = {c: self.decode_customer(values[key(c)]) for c in customer_ids if key(c) in values}
+        found.update(await super().customers([c for c in customer_ids if c not in found]))
+        return found

@@ -30,6 +30,11 @@ class FakeStore:
     encode_deal = staticmethod(StateStore.encode_deal)
     encode_customer = staticmethod(StateStore.encode_customer)
 
+    async def batch_state(
+        self, tps: Iterable[str], event_ids: list[str]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
+        return await self.offsets(tps), await self.watermark_us(), await self.claimed(event_ids)
+
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
         return {name: self.offsets_by_tp.get(name) for name in fields}
 

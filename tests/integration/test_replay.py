@@ -20,14 +20,14 @@ pytestmark = pytest.mark.integration
 
 
 async def kpi_hashes(redis: Redis, keys: RedisKeys) -> dict[str, dict[bytes, bytes]]:
-    """Every bucket and current-state hash of the deployment, by key."""
+    """Every bucket and current-state hash of the deployment, by key (without the prefix)."""
     names = [name async for name in redis.scan_iter(match=f"{keys.prefix}:kpi:*", count=5000)]
     names += [name async for name in redis.scan_iter(match=f"{keys.prefix}:cur:*", count=5000)]
     pipe = redis.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(name)
     values = await pipe.execute()
-    return {name.decode(): value for name, value in zip(names, values, strict=True)}
+    return {name.decode().removeprefix(f"{keys.prefix}:"): value for name, value in zip(names, values, strict=True)}
 
 
 async def test_replay_onto_wiped_state_equals_the_reference_for_any_batch_size(settings: Settings) -> None:

@@ -212,11 +212,20 @@ class AlertsWorker:
         return new_offsets
 
 
+TOPIC_WAIT_S = 30.0
+
+
 async def _partitions(settings: Settings, topic: str) -> list[int]:
-    """The partition numbers of a topic (from the broker: a consumer's metadata may not list it yet)."""
-    found = await partition_ids(settings, topic)
-    if not found:
-        raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+    """The partition numbers of a topic (from the broker: a consumer's metadata may not list it yet).
+
+    A topic created a moment ago (on a fresh broker, by this process or the stream worker) may not
+    be in the broker's metadata yet: it is asked again until ``TOPIC_WAIT_S`` have passed.
+    """
+    deadline = time.monotonic() + TOPIC_WAIT_S
+    while not (found := await partition_ids(settings, topic)):
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"topic {topic!r} has no partitions after {TOPIC_WAIT_S:.0f} s (does it exist?)")
+        await asyncio.sleep(0.2)
     return found
 
 

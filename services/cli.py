@@ -501,15 +501,16 @@ def _demo(settings: Settings, args: argparse.Namespace, extras: list[str]) -> in
         if not args.no_simulator:
             _seed_demo_configuration(localinfra.client_settings(settings))
         print(
-            f"\nCRM Pulse demo is running.\n  dashboard: {base_url}/?token={tokens.display}\n"
-            f"  API docs:  {base_url}/docs (Authorize with the admin token)\n  admin token: {tokens.admin}",
+            f"\nCRM Pulse demo is running.\n  {'dashboard:':<15}{base_url}/?token={tokens.display}\n"
+            f"  {'API docs:':<15}{base_url}/docs (Authorize with the admin token)\n"
+            f"  {'admin token:':<15}{tokens.admin}",
             flush=True,
         )
         for child in supervisor.children:
-            print(f"  {child.name + ' log:':<11}{child.log_path}")
+            print(f"  {child.name + ' log:':<15}{child.log_path}")
         for server in localinfra.status(settings):
             if server.home is not None:
-                print(f"  {server.name + ' log:':<11}{server.home / (server.name + '.log')}")
+                print(f"  {server.name + ' log:':<15}{server.home / (server.name + '.log')}")
         print("Press Ctrl-C to stop.", flush=True)
         while True:
             supervisor.check()

@@ -454,11 +454,15 @@ function start() {
       onAlert,
       onDenied: showDenied,
       onError: (text) => {
-        if (/alert/i.test(text)) {
+        if (/^forbidden/.test(text) && /alert/i.test(text)) {
           feed.alerts = false;
           alertsUnavailable("Alerts are not shown to this token");
         } else if (/^(unauthorized|forbidden)/.test(text)) {
           showDenied(text.startsWith("unauthorized") ? 401 : 403, text.replace(/^\w+:\s*/, ""));
+        } else if (/alert/i.test(text)) {
+          // The alerts missed while away could not be replayed (Redis): the REST history fills the
+          // ticker instead, and live alerts keep coming.
+          loadAlerts();
         }
       },
       beforeReconnect: () => Promise.all([loadAll(), loadAlerts()]),

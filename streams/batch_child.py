@@ -106,7 +106,6 @@ class Applier:
         delay = RETRY_INITIAL_S
         for applied in self.unanswered:
             while True:
-                self.store.abandon()
                 self.processor.forget()
                 try:
                     result = await apply_until_done(self.processor, applied.records, applied.lag, applied.floors)

@@ -92,10 +92,6 @@ class StateStore:
         raw = await self.redis.hgetall(self.keys.offsets)
         return {_text(k): int(v) for k, v in raw.items()}
 
-    async def watermark_us(self) -> int | None:
-        value = await self.redis.get(self.keys.watermark)
-        return int(value) if value is not None else None
-
     async def batch_state(
         self, tps: Iterable[str], event_ids: list[str]
     ) -> tuple[dict[str, int | None], int | None, set[str]]:
@@ -115,13 +111,6 @@ class StateStore:
         found = replies[2] if event_ids else []
         claimed = {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit is not None}
         return offsets, watermark, claimed
-
-    async def claimed(self, event_ids: list[str]) -> set[str]:
-        """Which of these event ids were accepted before (one MGET)."""
-        if not event_ids:
-            return set()
-        found = await self.redis.mget([self.keys.seen_event(event_id) for event_id in event_ids])
-        return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit is not None}
 
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
         """Each deal's history and the digest of its stored value ('' when absent)."""
@@ -269,17 +258,12 @@ class SoleWriterStore(StateStore):
     async def batch_state(
         self, tps: Iterable[str], event_ids: list[str]
     ) -> tuple[dict[str, int | None], int | None, set[str]]:
-        return await self.offsets(tps), self._watermark_us, await self.claimed(event_ids)
+        seen = self.keys.seen_event
+        claimed = {event_id for event_id in event_ids if seen(event_id) in self._claims}
+        return await self.offsets(tps), self._watermark_us, claimed
 
     async def all_offsets(self) -> dict[str, int]:
         return dict(self._offsets)
-
-    async def watermark_us(self) -> int | None:
-        return self._watermark_us
-
-    async def claimed(self, event_ids: list[str]) -> set[str]:
-        seen = self.keys.seen_event
-        return {event_id for event_id in event_ids if seen(event_id) in self._claims}
 
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
         return {deal_id: self.decode_deal(self._values.get(self.keys.deal(deal_id), b"")) for deal_id in deal_ids}
@@ -351,12 +335,6 @@ class OverlappedStore(StateStore):
         self._overlay = None
         self.settled = self.sent
 
-    def abandon(self) -> None:
-        """Forget the commit in flight (after a failure the caller redoes its batch)."""
-        if self._inflight is not None:
-            self._inflight.cancel()
-        self._inflight, self._overlay = None, None
-
     async def commit(self, commit: Commit) -> str:
         """Send the commit once the one before it applied; returns '' (the change id is not waited for)."""
         await self.settle()
@@ -382,15 +360,6 @@ class OverlappedStore(StateStore):
             seen = self.keys.seen_event
             claimed.update(event_id for event_id in event_ids if seen(event_id) in claims)
         return offsets, watermark, claimed
-
-    async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
-        return (await self.batch_state(fields, []))[0]
-
-    async def watermark_us(self) -> int | None:
-        return (await self.batch_state((), []))[1]
-
-    async def claimed(self, event_ids: list[str]) -> set[str]:
-        return (await self.batch_state((), event_ids))[2]
 
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
         values = self._overlay.values if self._overlay is not None else {}

@@ -430,8 +430,3 @@ def subtract_into(total: Cells, old: Cells, new: Cells) -> None:
             get = found.get
             for field, value in fields.items():
                 found[field] = get(field, 0) - value
-
-
-def add_into(total: Cells, more: Cells) -> None:
-    for cell, fields in more.items():
-        _merge(total, cell, fields)

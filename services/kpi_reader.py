@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from services.kpis.comparison import NUMERIC_KPIS, ranking_key
 from services.kpis.measures import KpiValues, Measures, decode_hash, derive_kpis, sum_measures, with_quota
 from services.kpis.periods import Period, day_key, month_key
-from services.kpis.windows import Window
+from services.kpis.windows import Window, minutes_of, stored_reads
 from services.topics import RedisKeys, scope_token
 
 NO_CHANGE_SEQ = "0-0"
@@ -68,22 +68,29 @@ async def read_window_measures_many(
     redis: Redis, keys: RedisKeys, requests: Sequence[tuple[str, Window]]
 ) -> WindowMeasures:
     """The summed measures of each (scope token, rolling window) request, in request order: the sum
-    of the window's UTC-day, hour and minute bucket hashes (``Window.buckets()``). The watermark is
-    read in the same transaction, so the caller can tell whether the buckets were all still kept."""
-    plan: list[int] = []
+    of the window's UTC-day and hour bucket hashes and of its loose minutes (``Window.buckets()``),
+    read from their hours' minute hashes. The watermark is read in the same transaction, so the
+    caller can tell whether the buckets were all still kept."""
+    plans: list[list[frozenset[str] | None]] = []
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.watermark)
         for scope, window in requests:
-            buckets = window.buckets()
-            for granularity, label in buckets:
+            reads = stored_reads(window)
+            for granularity, label, _ in reads:
                 pipe.hgetall(keys.bucket(scope, granularity, label))
-            plan.append(len(buckets))
+            plans.append([prefixes for _, _, prefixes in reads])
         watermark, *raw = await pipe.execute()
     results: list[Measures] = []
     position = 0
-    for count in plan:
-        results.append(sum_measures(decode_hash(part) for part in raw[position : position + count]))
-        position += count
+    for plan in plans:
+        parts = raw[position : position + len(plan)]
+        position += len(plan)
+        results.append(
+            sum_measures(
+                decode_hash(part) if prefixes is None else minutes_of(part, prefixes)
+                for prefixes, part in zip(plan, parts, strict=True)
+            )
+        )
     return WindowMeasures(results, int(watermark) if watermark is not None else None)
 
 

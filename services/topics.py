@@ -59,6 +59,8 @@ class RedisKeys:
 
     # -- KPI buckets: hash of additive measures (field = measure, value = integer) --
     def bucket(self, scope: str, granularity: BucketGranularity, bucket: str) -> str:
+        """A bucket's hash; for ``minute``, ``bucket`` is an hour's label: the minutes of one hour share
+        a hash, with fields ``MM/measure`` (``services.kpis.windows.minute_location``)."""
         return f"{self.prefix}:kpi:{granularity}:{bucket}:{scope}"
 
     # -- retention: time indexes of what expires, and the sweeper --

@@ -287,9 +287,9 @@ class BatchProcessor:
             t_us = to_us(event.occurred_at)
             seen_in.add((event.manager_id, event.team_id, t_us // SLOT_US))
             if isinstance(event, DEAL_EVENT_MODELS):
-                deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event))
+                deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event, t_us))
             else:
-                activity_contributions(event, delta)
+                activity_contributions(event, t_us, delta)
                 deal_id = event.deal_id
                 if deal_id is not None and t_us > activity_us.get(deal_id, -1):
                     activity_us[deal_id] = t_us

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from services.kpis import measures as m
 from services.kpis.retention import bucket_end_s
-from services.kpis.windows import hour_label, utcday_label
+from services.kpis.windows import MINUTE_PREFIXES, hour_label, utcday_label
 from services.schemas.events import (
     CallEvent,
     CrmEvent,
@@ -118,28 +119,25 @@ class Calendar:
         found = self._minutes.get(minute)
         if found is None:
             day, month = self.local_labels(minute * 60_000_000)  # a whole minute lies in one 15-minute slot
-            hour = minute // 60
-            utc = self._hours.get(hour)
-            if utc is None:
-                utc = (utcday_label(hour // 24), hour_label(hour))
-                if len(self._hours) > self._CACHE_LIMIT:
-                    self._hours.clear()
-                self._hours[hour] = utc
-            found = Buckets(day, month, utc[0], utc[1], f"{utc[1]}:{minute % 60:02d}")
+            utcday, hour = self.utc_labels(minute // 60)
+            found = Buckets(day, month, utcday, hour, f"{hour}:{minute % 60:02d}")
             if len(self._minutes) > self._CACHE_LIMIT:
                 self._minutes.clear()
             self._minutes[minute] = found
-            # The ends of the UTC-aligned buckets are known here; parsing their labels back costs more.
-            if len(self._ends) > self._CACHE_LIMIT:
-                self._ends.clear()
-            ends = self._ends
-            ends[("minute", found.minute)] = (minute + 1) * 60
-            ends[("hour", found.hour)] = (hour + 1) * 3600
-            ends[("utcday", found.utcday)] = (hour // 24 + 1) * 86_400
+        return found
+
+    def utc_labels(self, hour: int) -> tuple[str, str]:
+        """The labels of the UTC day and the UTC hour of an hour since the epoch."""
+        found = self._hours.get(hour)
+        if found is None:
+            found = (utcday_label(hour // 24), hour_label(hour))
+            if len(self._hours) > self._CACHE_LIMIT:
+                self._hours.clear()
+            self._hours[hour] = found
         return found
 
     def end_s(self, granularity: str, bucket: str) -> int:
-        """The end of a bucket (exclusive, epoch seconds): what its retention is measured by."""
+        """The end of a stored bucket (exclusive, epoch seconds): what its retention is measured by."""
         key = (granularity, bucket)
         found = self._ends.get(key)
         if found is None:
@@ -150,6 +148,7 @@ class Calendar:
         return found
 
 
+@lru_cache(maxsize=65_536)
 def event_scopes(manager_id: str, team_id: str | None) -> tuple[str, ...]:
     """The scopes an event counts for: its manager, its team if it carries one, the company."""
     if team_id is None:
@@ -191,6 +190,7 @@ def expand_cells(
     """Spread cells over their buckets: the contributions per stored bucket, and the end (epoch
     seconds) of each bucket they touch, the score of its key in the time index.
 
+    Minutes go to the minute hash of their hour, as ``MM/measure`` fields (``services.kpis.windows``).
     ``cutoffs`` (``RetentionPolicy.cutoffs``): buckets ending at or before their granularity's
     cutoff are expired and left out (see ``BatchProcessor``). Cells whose deltas all cancelled
     out (a deal's events seen before and again after a batch) touch nothing.
@@ -201,36 +201,44 @@ def expand_cells(
     cut = cutoffs or {}
     minute_cut, hour_cut, utcday_cut = (cut.get(g, never) for g in ("minute", "hour", "utcday"))
     day_cut, month_cut = cut.get("day", never), cut.get("month", never)
+    minutes: dict[tuple[tuple[str, ...], int], dict[str, int]] = {}
     hours: dict[tuple[tuple[str, ...], int], dict[str, int]] = {}
     days: dict[tuple[tuple[str, ...], str, str], dict[str, int]] = {}
+    local_labels = calendar.local_labels
     for (scopes, minute), fields in cells.items():
         if not any(fields.values()):
             continue
         if minute == CURRENT_MINUTE:
             _spread(out, scopes, CURRENT, "", fields)
             continue
-        end = (minute + 1) * 60
-        if end > minute_cut:
-            labels = calendar.of_minute(minute)
-            _spread(out, scopes, "minute", labels.minute, fields)
-            ends[("minute", labels.minute)] = end
-            day, month = labels.day, labels.month
-        else:  # the minute's own label is not needed
-            day, month = calendar.local_labels(minute * 60_000_000)
-        _merge(hours, (scopes, minute // 60), fields)
-        _merge(days, (scopes, day, month), fields)
+        hour = minute // 60
+        if (hour + 1) * 3600 > minute_cut:
+            # One cell per (scopes, minute), so its fields are new to the (scopes, hour) hash.
+            prefix = MINUTE_PREFIXES[minute % 60]
+            of_hour = minutes.get((scopes, hour))
+            if of_hour is None:
+                minutes[(scopes, hour)] = of_hour = {}
+            for field, value in fields.items():
+                of_hour[prefix + field] = value
+        _merge(hours, (scopes, hour), fields)
+        _merge(days, (scopes, *local_labels(minute * 60_000_000)), fields)
+    utc_labels = calendar.utc_labels
+    for (scopes, hour), fields in minutes.items():
+        label = utc_labels(hour)[1]
+        _spread(out, scopes, "minute", label, fields)
+        ends[("minute", label)] = (hour + 1) * 3600
     utcdays: dict[tuple[tuple[str, ...], int], dict[str, int]] = {}
     for (scopes, hour), fields in hours.items():
         end = (hour + 1) * 3600
         if end > hour_cut:
-            label = hour_label(hour)
+            label = utc_labels(hour)[1]
             _spread(out, scopes, "hour", label, fields)
             ends[("hour", label)] = end
         _merge(utcdays, (scopes, hour // 24), fields)
     for (scopes, utcday), fields in utcdays.items():
         end = (utcday + 1) * 86_400
         if end > utcday_cut:
-            label = utcday_label(utcday)
+            label = utc_labels(utcday * 24)[0]
             _spread(out, scopes, "utcday", label, fields)
             ends[("utcday", label)] = end
     months: dict[tuple[tuple[str, ...], str], dict[str, int]] = {}
@@ -248,16 +256,20 @@ def expand_cells(
     return out, ends
 
 
-def activity_contributions(event: CrmEvent, out: Cells) -> None:
-    """Add a call, meeting or proposal's own contribution to ``out``."""
-    cell = (event_scopes(event.manager_id, event.team_id), to_us(event.occurred_at) // 60_000_000)
+def activity_contributions(event: CrmEvent, t_us: int, out: Cells) -> None:
+    """Add a call, meeting or proposal's own contribution to ``out`` (``t_us``: its occurred_at)."""
+    cell = (event_scopes(event.manager_id, event.team_id), t_us // 60_000_000)
+    fields = out.get(cell)
+    if fields is None:
+        out[cell] = fields = {}
     if isinstance(event, CallEvent):
-        _put(out, cell, m.CALLS, 1)
-        _put(out, cell, m.CALL_DURATION_S, event.duration_s or 0)
+        fields[m.CALLS] = fields.get(m.CALLS, 0) + 1
+        if event.duration_s:
+            fields[m.CALL_DURATION_S] = fields.get(m.CALL_DURATION_S, 0) + event.duration_s
     elif isinstance(event, MeetingEvent):
-        _put(out, cell, m.MEETINGS, 1)
+        fields[m.MEETINGS] = fields.get(m.MEETINGS, 0) + 1
     else:
-        _put(out, cell, m.PROPOSALS, 1)
+        fields[m.PROPOSALS] = fields.get(m.PROPOSALS, 0) + 1
 
 
 _WITH_AMOUNT = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent)
@@ -284,10 +296,11 @@ class DealEvent:
         return (self.t_us, self.event_id)
 
     @classmethod
-    def from_event(cls, event: CrmEvent) -> DealEvent:
+    def from_event(cls, event: CrmEvent, t_us: int) -> DealEvent:
+        """The history entry of a deal event whose occurred_at is ``t_us``."""
         amount = event.amount if isinstance(event, _WITH_AMOUNT) else None
         return cls(
-            t_us=to_us(event.occurred_at),
+            t_us=t_us,
             event_id=event.event_id,
             type=str(event.type),
             manager_id=event.manager_id,

@@ -4,8 +4,8 @@ Time here is event time: the reference instant is the watermark (the highest acc
 ``occurred_at``), the same instant the ``too_old`` check measures from, so a history import
 ages the state exactly as live traffic would, and a stopped feed ages nothing.
 
-Every bucket has an end instant (epoch seconds): the end of its minute, hour, UTC day, local
-day or local month. A bucket is expired when its end is at or before its granularity's
+Every bucket has an end instant (epoch seconds): the end of its hour (for the hash of an hour's
+minutes, too), UTC day, local day or local month. A bucket is expired when its end is at or before its granularity's
 cutoff, ``watermark - kept``; so is a deal history (of a deal not in the open pipeline) whose
 latest event is. What is kept, by default:
 
@@ -58,6 +58,8 @@ def bucket_end_s(granularity: BucketGranularity, label: str, zone: ZoneInfo) -> 
     if granularity == "month":
         year, month = label.split("-")
         return local_midnight_s(_next_month(date(int(year), int(month), 1)), zone)
+    if granularity == "minute":  # the minutes of an hour share one hash, labelled with the hour
+        return window_bucket_span("hour", label)[1] * 60
     if granularity in WINDOW_GRANULARITIES:
         return window_bucket_span(granularity, label)[1] * 60
     raise ValueError(f"no bucket granularity {granularity!r}")

@@ -7,10 +7,16 @@ day and month buckets of calendar periods), so every window is an exact union of
 its whole UTC days, then whole hours, then loose minutes, at each end.
 
 Bucket labels: minute ``2026-11-27T10:05``, hour ``2026-11-27T10``, UTC day ``2026-11-27``.
+
+Minutes are stored by the hour: the minutes of one UTC hour share one hash (labelled with the hour),
+whose fields are ``MM/measure`` (``05/calls``). Most minutes of a scope hold an event or two, so a
+hash per minute would cost a key, a time-index entry and a write for nearly every event; by the
+hour, a window's loose minutes are also read from one or two hashes rather than up to 118.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -80,6 +86,17 @@ def minute_label(minute: int) -> str:
     return (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M")
 
 
+MINUTE_FIELD_SEP = "/"
+MINUTE_PREFIXES: tuple[str, ...] = tuple(f"{minute:02d}{MINUTE_FIELD_SEP}" for minute in range(MINUTES_PER_HOUR))
+"""The field prefix of each minute of the hour in a stored minute hash."""
+
+
+def minute_location(label: str) -> tuple[str, str]:
+    """Where a minute bucket (label ``2026-11-27T10:05``) is stored: the label of its hour's minute
+    hash (``2026-11-27T10``) and the prefix of its fields there (``05/``)."""
+    return label[:13], label[14:16] + MINUTE_FIELD_SEP
+
+
 def window_bucket_span(granularity: WindowGranularity, label: str) -> tuple[int, int]:
     """The [start, end) epoch minutes a UTC-aligned bucket covers, from its label."""
     if granularity == "utcday":
@@ -147,3 +164,29 @@ class Window:
 def window_ending(length: WindowLength, as_of: datetime) -> Window:
     """The window of this length ending at ``as_of`` rounded down to the whole UTC minute."""
     return Window(length, epoch_minute(as_of))
+
+
+def stored_reads(window: Window) -> list[tuple[WindowGranularity, str, frozenset[str] | None]]:
+    """The stored hashes a window is the sum of: (granularity, stored label, and for an hour's minute
+    hash the field prefixes of the window's minutes in it, None for a whole hash)."""
+    reads: list[tuple[WindowGranularity, str, frozenset[str] | None]] = []
+    minutes: dict[str, set[str]] = {}
+    for granularity, label in window.buckets():
+        if granularity == "minute":
+            hour, prefix = minute_location(label)
+            minutes.setdefault(hour, set()).add(prefix)
+        else:
+            reads.append((granularity, label, None))
+    reads.extend(("minute", hour, frozenset(prefixes)) for hour, prefixes in minutes.items())
+    return reads
+
+
+def minutes_of(raw: Mapping[bytes | str, bytes | str] | Mapping[str, int], prefixes: frozenset[str]) -> dict[str, int]:
+    """The measures of some minutes of an hour's minute hash, summed (fields ``MM/measure``)."""
+    total: dict[str, int] = {}
+    for key, value in raw.items():
+        field = key.decode() if isinstance(key, bytes) else key
+        if field[:3] in prefixes:
+            measure = field[3:]
+            total[measure] = total.get(measure, 0) + int(value)
+    return total

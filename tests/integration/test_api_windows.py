@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from services.kpis.contributions import to_us
+from services.kpis.windows import minute_location
 from services.topics import BucketGranularity
 
 if TYPE_CHECKING:
@@ -36,7 +37,11 @@ AS_OF = "2026-11-27T12:34:56Z"
 async def write_alice(api: RunningApi, watermark: datetime | None = None) -> None:
     await api.add_managers({"alice": "team-01"})
     for (granularity, label), calls in ALICE_BUCKETS.items():
-        await api.redis.hset(api.keys.bucket("m:alice", granularity, label), mapping={"calls": str(calls)})
+        if granularity == "minute":  # stored in the hash of its hour
+            hour, prefix = minute_location(label)
+            await api.redis.hset(api.keys.bucket("m:alice", "minute", hour), mapping={f"{prefix}calls": str(calls)})
+        else:
+            await api.redis.hset(api.keys.bucket("m:alice", granularity, label), mapping={"calls": str(calls)})
     if watermark is not None:
         await api.redis.set(api.keys.watermark, str(to_us(watermark)))
 

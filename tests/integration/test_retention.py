@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from services.kafka import ensure_product_topics
 from services.kpis.contributions import Calendar, to_us
+from services.kpis.windows import minute_location
 from services.settings import Settings
 from services.topics import BucketGranularity, RedisKeys
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
@@ -62,7 +63,10 @@ def bucket_keys(keys: RedisKeys, at: datetime, scope: str = "m:ann") -> dict[str
     """granularity -> key of the scope's bucket holding ``at``, for every granularity."""
     labels = Calendar(ZoneInfo("UTC")).buckets(to_us(at))
     granularities: tuple[BucketGranularity, ...] = ("day", "month", "utcday", "hour", "minute")
-    return {g: keys.bucket(scope, g, label) for g, label in zip(granularities, labels, strict=True)}
+    return {
+        g: keys.bucket(scope, g, minute_location(label)[0] if g == "minute" else label)
+        for g, label in zip(granularities, labels, strict=True)
+    }
 
 
 async def existing(redis: Redis, keys: dict[str, str]) -> set[str]:
@@ -105,9 +109,10 @@ async def test_sweep_deletes_what_aged_out_and_keeps_the_rest(make_settings: Any
         assert await redis.exists(keys.deal("new"))
         assert await redis.hgetall(keys.current("c")) == before_current
         assert await redis.zcard(keys.deal_index) == 0
-        # 3 scopes x (OLD: call + deal_created x2 + won, in 2 minutes; MIDDLE: 2 minutes) deleted.
-        assert report.deleted["minute"] == 3 * 4
-        assert await redis.zcard(keys.bucket_index("minute")) == minute_keys_before - 12 == 3 * 1
+        # 3 scopes x the hashes of the minutes of (OLD: call + deal_created x2 + won, in 2 hours;
+        # MIDDLE: 2 minutes in 1 hour) deleted.
+        assert report.deleted["minute"] == 3 * 3
+        assert await redis.zcard(keys.bucket_index("minute")) == minute_keys_before - 9 == 3 * 1
         assert report.deleted["day"] == 3 * 2  # OLD and OLD + 1 day
         assert report.deleted["month"] == 3
         assert report.deleted["deal"] == 1
@@ -118,7 +123,7 @@ async def test_sweep_deletes_what_aged_out_and_keeps_the_rest(make_settings: Any
             on_disk = [key async for key in redis.scan_iter(match=f"{keys.prefix}:kpi:{granularity}:*")]
             assert sorted(on_disk) == sorted(members)
         status = await redis.hgetall(keys.sweeper_status)
-        assert status[b"deleted:minute"] == b"12" and status[b"watermark_us"] == str(to_us(RECENT)).encode()
+        assert status[b"deleted:minute"] == b"9" and status[b"watermark_us"] == str(to_us(RECENT)).encode()
 
         # Nothing more to do the second time; claims, offsets, directory and stats are untouched.
         again = await sweeper.sweep()
@@ -148,7 +153,7 @@ async def test_one_sweeper_at_a_time(settings: Settings) -> None:
         await feeder.apply(event("r1", "call", RECENT))
         await redis.set(keys.sweeper_lock, "another-worker", px=60_000)
         assert await RetentionSweeper.from_settings(redis, settings).sweep() is None
-        assert await redis.exists(keys.bucket("m:ann", "minute", OLD.strftime("%Y-%m-%dT%H:%M")))
+        assert await redis.exists(keys.bucket("m:ann", "minute", OLD.strftime("%Y-%m-%dT%H")))
         await redis.delete(keys.sweeper_lock)
         report = await RetentionSweeper.from_settings(redis, settings).sweep()
         assert report is not None and report.deleted["minute"] == 3
@@ -179,7 +184,7 @@ async def test_the_worker_sweeps_on_its_timer(make_settings: Any, tmp_path: Path
     old, recent = now - timedelta(days=800), now - timedelta(minutes=5)
     keys = RedisKeys.from_settings(settings)
     old_day = keys.bucket("m:ann", "day", old.date().isoformat())
-    recent_minute = keys.bucket("m:ann", "minute", recent.strftime("%Y-%m-%dT%H:%M"))
+    recent_minute = keys.bucket("m:ann", "minute", recent.strftime("%Y-%m-%dT%H"))  # its hour's minute hash
     redis = Redis.from_url(settings.redis.url)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     worker = WorkerProcess(settings, tmp_path / "worker.log")

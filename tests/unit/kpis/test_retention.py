@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.kpis.contributions import BUCKET_GRANULARITIES, Calendar, to_us
+from services.kpis.contributions import BUCKET_GRANULARITIES, Calendar, Cells, expand_cells, to_us
 from services.kpis.retention import DEAL, RetentionPolicy, bucket_end_s, deal_end_s
-from services.kpis.windows import WindowLength, window_ending
+from services.kpis.windows import WindowLength, minute_location, window_ending
 from services.settings import Settings, minimum_month_months
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -30,8 +30,9 @@ def policy(zone: str = "UTC", **retention: int) -> RetentionPolicy:
 @pytest.mark.parametrize(
     ("granularity", "label", "zone", "end"),
     [
-        ("minute", "2026-11-27T10:05", "UTC", "2026-11-27T10:06:00+00:00"),
-        ("minute", "2026-12-31T23:59", "UTC", "2027-01-01T00:00:00+00:00"),
+        # the minutes of an hour are stored in one hash, labelled with the hour: it ends with the hour
+        ("minute", "2026-11-27T10", "UTC", "2026-11-27T11:00:00+00:00"),
+        ("minute", "2026-12-31T23", "UTC", "2027-01-01T00:00:00+00:00"),
         ("hour", "2026-11-27T23", "UTC", "2026-11-28T00:00:00+00:00"),
         ("utcday", "2026-11-27", "America/New_York", "2026-11-28T00:00:00+00:00"),
         ("day", "2026-11-27", "America/New_York", "2026-11-28T05:00:00+00:00"),
@@ -133,7 +134,8 @@ def test_a_window_from_the_horizon_on_reads_no_expired_bucket(
     if window.start_minute * 60 < horizon:
         return  # rounded down to the minute before the horizon: the API refuses it
     for granularity, label in window.buckets():
-        assert bucket_end_s(granularity, label, ZoneInfo("UTC")) > cutoffs[granularity]
+        stored = minute_location(label)[0] if granularity == "minute" else label
+        assert bucket_end_s(granularity, stored, ZoneInfo("UTC")) > cutoffs[granularity]
 
 
 def test_every_bucket_granularity_has_a_cutoff() -> None:
@@ -145,11 +147,16 @@ def test_every_bucket_granularity_has_a_cutoff() -> None:
     instant=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2060, 1, 1), timezones=st.just(UTC)),
     zone=st.sampled_from(ZONES),
 )
-def test_the_calendar_knows_the_same_bucket_ends_as_the_labels_say(instant: datetime, zone: ZoneInfo) -> None:
-    # The calendar notes the ends of the UTC-aligned buckets as it makes their labels; they must
-    # agree with the ends parsed back from the labels, which is what the sweeper relies on.
-    calendar = Calendar(zone)
-    buckets = calendar.buckets(to_us(instant))
-    for granularity, label in zip(BUCKET_GRANULARITIES, buckets, strict=True):
-        assert calendar.end_s(granularity, label) == bucket_end_s(granularity, label, zone)
-        assert calendar.end_s(granularity, label) > instant.timestamp()
+def test_expanded_buckets_end_where_their_labels_say(instant: datetime, zone: ZoneInfo) -> None:
+    # expand_cells scores each bucket by an end it computes from the minute; the sweeper and the
+    # bench's state check parse it back from the stored label: the two must agree.
+    cells: Cells = {(("m:ann", "c:"), to_us(instant) // 60_000_000): {"calls": 1}}
+    contributions, ends = expand_cells(cells, Calendar(zone))
+    assert {(granularity, label) for _, granularity, label in contributions} == set(ends)
+    assert {granularity for granularity, _ in ends} == set(BUCKET_GRANULARITIES)
+    for (granularity, label), end in ends.items():
+        assert end == bucket_end_s(granularity, label, zone)
+        assert end > instant.timestamp()
+    assert minute_location(Calendar(zone).buckets(to_us(instant)).minute)[0] in {
+        label for granularity, label in ends if granularity == "minute"
+    }

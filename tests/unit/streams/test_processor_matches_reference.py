@@ -15,7 +15,16 @@ from services.kpis.measures import sum_measures
 from services.kpis.periods import PeriodKind, period_of
 from services.kpis.reference import ReferenceKpis, admit, window_bounds
 from services.kpis.retention import bucket_end_s
-from services.kpis.windows import WINDOW_GRANULARITIES, WindowLength, minute_start, window_bucket_span, window_ending
+from services.kpis.windows import (
+    MINUTE_PREFIXES,
+    WINDOW_GRANULARITIES,
+    WindowLength,
+    minute_start,
+    minutes_of,
+    stored_reads,
+    window_bucket_span,
+    window_ending,
+)
 from services.schemas.events import ValidationPolicy
 from services.settings import Settings
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
@@ -141,17 +150,29 @@ def test_streaming_state_equals_reference(
             window = window_ending(length, as_of)
             start, end = window_bounds(str(length), as_of)
             assert (window.start, window.end) == (start, end)
-            streamed = sum_measures(store.buckets.get((scope, g, label), {}) for g, label in window.buckets())
+            streamed = sum_measures(
+                store.buckets.get((scope, g, label), {})
+                if prefixes is None
+                else minutes_of(store.buckets.get((scope, g, label), {}), prefixes)
+                for g, label, prefixes in stored_reads(window)
+            )
             assert {k: v for k, v in streamed.items() if v} == reference.window_measures(scope, start, end), (
                 scope,
                 length,
                 as_of,
             )
 
-    # Every minute, hour and UTC-day bucket holds exactly the events of its span, and every bucket
-    # is in the time index with its end.
+    # Every minute (in its hour's hash), hour and UTC-day bucket holds exactly the events of its span,
+    # and every bucket is in the time index with its end.
     for (scope, granularity, bucket), values in store.buckets.items():
-        if granularity in WINDOW_GRANULARITIES:
+        if granularity == "minute":
+            first = window_bucket_span("hour", bucket)[0]
+            for minute, prefix in enumerate(MINUTE_PREFIXES):
+                expected = reference.window_measures(
+                    scope, minute_start(first + minute), minute_start(first + minute + 1)
+                )
+                assert minutes_of(values, frozenset((prefix,))) == expected, (scope, bucket, minute)
+        elif granularity in WINDOW_GRANULARITIES:
             first, last = window_bucket_span(granularity, bucket)
             expected = reference.window_measures(scope, minute_start(first), minute_start(last))
             assert values == expected, (scope, granularity, bucket)

@@ -21,6 +21,7 @@ import sys
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services import kafka
@@ -93,7 +94,13 @@ async def replay(
     claim_ttl_s = (settings.business.history_retention_days + 2) * 86_400
     # Onto wiped state the replay is the only writer: it answers its reads itself and overlaps each
     # Redis commit with the next batch. Continuing (--keep) reads the state like a worker does.
-    store = (SoleWriterStore if wipe else StateStore)(redis, keys, claim_ttl_s=claim_ttl_s)
+    store = (
+        SoleWriterStore(
+            redis, keys, claim_ttl_s=claim_ttl_s, writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0)
+        )
+        if wipe
+        else StateStore(redis, keys, claim_ttl_s=claim_ttl_s)
+    )
 
     # Rejects are sent to the dead-letter topic again (same key = source position, so consumers
     # drop repeats): records a worker never saw (an import) must not vanish.
@@ -145,6 +152,8 @@ async def replay(
             progress.close()
         return read
     finally:
+        if isinstance(store, SoleWriterStore):
+            store.close()
         await consumer.stop()
         await producer.stop()
         await redis.aclose()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, Contributions, DealEvent, Win
@@ -76,9 +78,6 @@ class StateStore:
         self.claim_ttl_s = claim_ttl_s
         self._script = redis.register_script(_COMMIT_SCRIPT)
         self._key_cache: dict[tuple[str, str, str], str] = {}
-        self._written: set[str] | None = None
-        """The bucket keys this store has written, when it is the only writer of a wiped state (then
-        a key not in it is absent: its first write sets the fields, and claims are not checked)."""
         self._index_keys = {granularity: keys.bucket_index(granularity) for granularity in BUCKET_GRANULARITIES}  # type: ignore[arg-type]
 
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
@@ -164,12 +163,34 @@ class StateStore:
             self._key_cache[triple] = found
         return found
 
+    check_claims = True
+    """Whether commit.lua checks that no claim exists yet (only a sole writer knows without looking)."""
+
+    def _is_new(self, key: str) -> bool:
+        """Whether a bucket key is known to be absent, so its first write may set its fields (only a sole
+        writer of a wiped state knows; see :class:`SoleWriterStore`)."""
+        return False
+
     async def commit(self, commit: Commit) -> str:
         """Apply the batch atomically; returns the change-feed id ('' when no KPI changed)."""
+        return self.applied(await self._script(args=self.commit_args(commit)))
+
+    @staticmethod
+    def applied(result: list[bytes | str | int]) -> str:
+        """The change-feed id commit.lua answered, or CommitConflict if it refused the batch."""
+        if int(result[0]) != 1:
+            reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+            detail = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
+            raise CommitConflict(f"{reason}: {detail}")
+        change_id = result[1]
+        return change_id.decode() if isinstance(change_id, bytes) else str(change_id)
+
+    def commit_args(self, commit: Commit) -> list[str | bytes | int]:
+        """The ARGV of commit.lua for a batch (see the script for its sections)."""
         args: list[str | bytes | int] = [self.keys.offsets, len(commit.offsets)]
         for tp, (expected, new) in commit.offsets.items():
             args += [tp, "" if expected is None else str(expected), str(new)]
-        args += [str(self.claim_ttl_s), "0" if self._written is not None else "1", orjson.dumps(commit.claims)]
+        args += [str(self.claim_ttl_s), "1" if self.check_claims else "0", orjson.dumps(commit.claims)]
         args.append(len(commit.expected))
         for key, fingerprint in commit.expected.items():
             args += [key, fingerprint]
@@ -182,16 +203,13 @@ class StateStore:
         ends = commit.bucket_ends
         key_of = self._bucket_key
         feed = commit.feed
-        written = self._written
+        is_new = self._is_new
         for (scope, granularity, bucket), deltas in commit.contributions.items():
             fields = [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
             if not fields:
                 continue
             key = key_of(scope, granularity, bucket)
-            new = 0
-            if written is not None and key not in written:
-                written.add(key)
-                new = 1
+            new = 1 if is_new(key) else 0
             if granularity == CURRENT:
                 increments.append((key, "", "", fields, new))
             else:
@@ -223,34 +241,42 @@ class StateStore:
             args += [key, hash_field, value]
         args += [self.keys.watermark, "" if commit.watermark_us is None else str(commit.watermark_us)]
         args += [self.keys.changes, str(CHANGE_FEED_MAXLEN), str(commit.produced_ms), len(touched) // 4, *touched]
-        result = await self._script(args=args)
-        if int(result[0]) != 1:
-            reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-            detail = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
-            raise CommitConflict(f"{reason}: {detail}")
-        change_id = result[1]
-        return change_id.decode() if isinstance(change_id, bytes) else str(change_id)
+        return args
 
 
 class SoleWriterStore(StateStore):
     """The store of a replay onto wiped state: it is the only writer, so it reads nothing back.
 
     Offsets, claims, the watermark and the deal and customer values are answered from what this
-    store committed itself (a wiped state holds nothing else), and each commit is sent while the
-    caller prepares the next batch: Redis runs one script while Python works on the next batch.
-    Commits still go in order over one chain, and each is still fenced: if another writer touched
-    the state, the commit fails and the replay stops with that error (:meth:`flush` or the next
-    :meth:`commit` raises it).
+    store committed itself (a wiped state holds nothing else). A bucket key it has not written yet
+    is absent, so its first write sets the fields, and claims need no check.
+
+    Each commit runs on a thread of its own, over a second (synchronous) connection: Redis applies
+    one batch while this process works on the next, even though that work never yields to the event
+    loop. Commits still go in order, one at a time, and each is still fenced: if another writer
+    touched the state, the commit fails and the replay stops with that error (:meth:`flush` or the
+    next :meth:`commit` raises it).
     """
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+    check_claims = False
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
         self._offsets: dict[str, int] = {}
         self._claims: set[str] = set()
         self._values: dict[str, bytes] = {}
         self._watermark_us: int | None = None
-        self._pending: asyncio.Task[str] | None = None
-        self._written = set()
+        self._written: set[str] = set()
+        self._writer = writer
+        self._sync_script = writer.register_script(_COMMIT_SCRIPT)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._pending: asyncio.Future[str] | None = None
+
+    def _is_new(self, key: str) -> bool:
+        if key in self._written:
+            return False
+        self._written.add(key)
+        return True
 
     async def offsets(self, fields: Iterable[str]) -> dict[str, int | None]:
         return {name: self._offsets.get(name) for name in fields}
@@ -276,25 +302,32 @@ class SoleWriterStore(StateStore):
         }
 
     async def commit(self, commit: Commit) -> str:
-        """Queue the commit behind the previous one; returns '' (replay writes no change feed)."""
+        """Send the commit once the one before it applied; returns '' (replay writes no change feed)."""
         commit.feed = False
-        previous, self._pending = self._pending, None
-        if previous is not None:
-            await previous
+        await self.flush()
         for tp, (_, new) in commit.offsets.items():
             self._offsets[tp] = new
         self._claims.update(commit.claims)
         self._values.update(commit.values)
         if commit.watermark_us is not None and (self._watermark_us is None or commit.watermark_us > self._watermark_us):
             self._watermark_us = commit.watermark_us
-        self._pending = asyncio.ensure_future(super().commit(commit))
+        args = self.commit_args(commit)
+        self._pending = asyncio.get_running_loop().run_in_executor(self._thread, self._apply, args)
         return ""
+
+    def _apply(self, args: list[str | bytes | int]) -> str:
+        return self.applied(self._sync_script(args=args))
 
     async def flush(self) -> None:
         """Wait for the last commit (and raise its error, if it failed)."""
         previous, self._pending = self._pending, None
         if previous is not None:
             await previous
+
+    def close(self) -> None:
+        """Stop the commit thread and close its connection (after :meth:`flush`)."""
+        self._thread.shutdown(wait=True)
+        self._writer.close()
 
 
 class PreviousCommitFailed(Exception):

@@ -145,6 +145,9 @@ class BatchProcessor:
         self.keys: RedisKeys = store.keys
         self.dead_letters = dead_letters
         self.deal_cache = _Lru(settings.worker.deal_cache_size)
+        self.prune_floor_us: int | None = None
+        """A watermark the state is known to reach (a replay's, see ``streams.replay``): buckets that
+        will be expired then are left out already, as if the watermark were there."""
 
     def forget(self) -> None:
         """Drop cached state (after a rebalance or a conflict): Redis is the truth."""
@@ -256,7 +259,8 @@ class BatchProcessor:
         # recreate a bucket holding a fragment; nothing reads it (rolling windows are refused
         # before their horizon, see RetentionPolicy.window_horizon_s, and local-day and month
         # buckets expire only when every event they could hold is too old), so it is not written.
-        cutoffs = self.retention.cutoffs(to_us(watermark)) if watermark is not None else None
+        reached = max(to_us(watermark) if watermark is not None else -1, self.prune_floor_us or -1)
+        cutoffs = self.retention.cutoffs(reached) if reached >= 0 else None
         commit.contributions, commit.bucket_ends = expand_cells(cells, self.calendar, cutoffs)
         stats["processed"] = result.accepted
         stats["duplicates"] = result.duplicates

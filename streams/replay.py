@@ -16,16 +16,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
+import itertools
 import logging
 import sys
 import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services import kafka
+from services.kpis.contributions import to_us
 from services.quota_store import restore_quotas
+from services.schemas.events import EventRejected, ValidationPolicy, check_time, decode_json, validate_payload
 from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
@@ -34,7 +41,7 @@ from streams.store import SoleWriterStore, StateStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 100_000
+DEFAULT_BATCH = 20_000
 
 
 async def wipe_state(redis: Redis, keys: RedisKeys) -> int:
@@ -89,6 +96,66 @@ async def replay(
     settings: Settings, *, wipe: bool = True, batch_size: int = DEFAULT_BATCH, show_progress: bool = True
 ) -> int:
     """Apply the whole events topic to the state; returns the number of records read."""
+    # Onto wiped state, the buckets the retention will have expired by the end of the replay are
+    # never written (a long log would otherwise write every minute, hour and UTC-day bucket of its
+    # whole history, for the sweeper to delete). The end's watermark is known only at the end; the
+    # latest events of each partition tell it beforehand, and it is checked afterwards.
+    floor_us = await peek_watermark(settings) if wipe else None
+    read, watermark_us = await _replay_once(settings, wipe, batch_size, show_progress, floor_us)
+    if floor_us is not None and (watermark_us is None or watermark_us < floor_us):
+        # One of the events peeked at was not accepted (a repeated event id): buckets may be missing.
+        log.warning("the watermark ended before the latest events peeked at; replaying again without the guess")
+        read, _ = await _replay_once(settings, True, batch_size, show_progress, None)
+    return read
+
+
+PEEK_RECORDS = 20
+"""Records read from the end of each partition to tell the watermark a replay will end with."""
+
+
+async def peek_watermark(settings: Settings) -> int | None:
+    """A lower bound of the watermark a replay of the events topic will end with (epoch µs), from the
+    latest records of each partition: the latest of their occurred_at that pass validation and are
+    not in the future. An accepted event moves the watermark up to it, and one rejected as too old
+    was already below the watermark; only a repeated event id, which is ignored, can leave the
+    watermark below it (so the caller checks at the end)."""
+    policy = ValidationPolicy.from_settings(settings.business)
+    topic = settings.kafka.events_topic
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    latest: datetime | None = None
+    try:
+        tps = [TopicPartition(topic, partition) for partition in await kafka.partition_ids(settings, topic)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        reading = {tp for tp in tps if ends[tp] > firsts[tp]}
+        for tp in reading:
+            consumer.seek(tp, max(firsts[tp], ends[tp] - PEEK_RECORDS))
+        while reading:
+            fetched = await consumer.getmany(*reading, timeout_ms=1000)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    try:
+                        event = validate_payload(decode_json(message.value or b""), policy)
+                        check_time(
+                            event, policy, now=datetime.fromtimestamp(message.timestamp / 1000, UTC), watermark=None
+                        )
+                    except EventRejected:
+                        continue
+                    if latest is None or event.occurred_at > latest:
+                        latest = event.occurred_at
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    reading.discard(tp)
+    finally:
+        await consumer.stop()
+    return to_us(latest) if latest is not None else None
+
+
+async def _replay_once(
+    settings: Settings, wipe: bool, batch_size: int, show_progress: bool, floor_us: int | None
+) -> tuple[int, int | None]:
+    """One replay: the records read and, onto wiped state, the watermark it ended with."""
     redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
     keys = RedisKeys.from_settings(settings)
     claim_ttl_s = (settings.business.history_retention_days + 2) * 86_400
@@ -107,6 +174,7 @@ async def replay(
     producer = kafka.producer(settings, acks="all")
     await producer.start()
     processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
+    processor.prune_floor_us = floor_us
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
@@ -125,7 +193,7 @@ async def replay(
         tps = [TopicPartition(topic, partition) for partition in await kafka.partition_ids(settings, topic)]
         if not tps:
             log.warning("topic %s has no partitions: nothing to replay", settings.kafka.events_topic)
-            return 0
+            return 0, None
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         stored = await store.all_offsets()
@@ -146,17 +214,60 @@ async def replay(
         gc.freeze()
         with gc_paused():
             read = await _apply_log(consumer, processor, remaining, ends, batch_size, progress)
-        if isinstance(store, SoleWriterStore):
-            await store.flush()
         if progress:
             progress.close()
-        return read
+        if isinstance(store, SoleWriterStore):
+            await store.flush()
+            return read, store.watermark_us
+        return read, None
     finally:
         if isinstance(store, SoleWriterStore):
             store.close()
         await consumer.stop()
         await producer.stop()
         await redis.aclose()
+
+
+class _TimeAlignedBatches:
+    """Records read ahead from every partition, handed out in batches that each cover a stretch of
+    time across all partitions: the records with the smallest timestamps first, each partition's in
+    offset order (so every batch holds a run of consecutive offsets per partition).
+
+    The partitions of a log are read side by side in time. Cut by partition instead (as fetches
+    arrive), every batch would span the log's whole time and touch most of its buckets again; cut
+    by time, consecutive batches touch mostly different minutes, hours and days, so smaller batches
+    cost about as little as one large one, and Redis applies each while the next is computed.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, deque[RawRecord]] = {}
+        """Per partition (of the one topic replayed), its records read and not yet taken."""
+        self.buffered = 0
+
+    def add(self, partition: int, records: list[RawRecord]) -> None:
+        self.buffers.setdefault(partition, deque()).extend(records)
+        self.buffered += len(records)
+
+    def waiting_on(self, reading: Iterable[int]) -> bool:
+        """Whether a partition still being read has nothing buffered: its next records may be earlier
+        than everything buffered."""
+        return any(not self.buffers.get(partition) for partition in reading)
+
+    def take(self, size: int, reading: Iterable[int]) -> list[RawRecord]:
+        """Up to ``size`` records, earliest timestamps first, and none later than the last record
+        buffered from a partition still being read (``reading``) unless that would leave the batch empty."""
+        tails = [self.buffers[partition][-1].timestamp_ms for partition in reading if self.buffers.get(partition)]
+        horizon = min(tails, default=None)
+        by_time = heapq.merge(*self.buffers.values(), key=lambda record: record.timestamp_ms)
+        batch = list(itertools.islice(by_time, size))
+        if horizon is not None and batch and batch[0].timestamp_ms <= horizon:
+            batch = list(itertools.takewhile(lambda record: record.timestamp_ms <= horizon, batch))
+        taken = Counter(record.partition for record in batch)
+        for partition, buffer in self.buffers.items():
+            for _ in range(taken[partition]):
+                buffer.popleft()
+        self.buffered -= len(batch)
+        return batch
 
 
 async def _apply_log(
@@ -169,44 +280,39 @@ async def _apply_log(
 ) -> int:
     """Read the partitions up to their end offsets and apply them in batches; returns the records read."""
     read = 0
-    records: list[RawRecord] = []
-    counted = 0  # of records, those the progress line has shown as read
-    while remaining or records:
-        # Batches are filled from several fetches: a larger batch collapses more increments of the
-        # same buckets into one write and leaves out more buckets already past retention.
-        if remaining:
-            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size - len(records))
+    ahead = _TimeAlignedBatches()
+    while remaining or ahead.buffered:
+        # Read ahead about twice a batch (at most four times), from every partition still being read,
+        # so that each batch is cut from every partition's earliest records.
+        while remaining and (
+            ahead.buffered < 2 * batch_size
+            or (ahead.buffered < 4 * batch_size and ahead.waiting_on(tp.partition for tp in remaining))
+        ):
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=4 * batch_size - ahead.buffered)
+            count = 0
             for tp, messages in fetched.items():
                 end = ends[tp]
-                for message in messages:
-                    if message.offset < end:
-                        records.append(
-                            RawRecord(
-                                tp.topic,
-                                tp.partition,
-                                message.offset,
-                                message.timestamp,
-                                message.key,
-                                message.value or b"",
-                            )
-                        )
+                records = [
+                    RawRecord(tp.topic, tp.partition, m.offset, m.timestamp, m.key, m.value or b"")
+                    for m in messages
+                    if m.offset < end
+                ]
+                ahead.add(tp.partition, records)
+                count += len(records)
                 if messages and messages[-1].offset + 1 >= end:
                     remaining.discard(tp)
             if progress:
-                progress.advance(len(records) - counted)
-            counted = len(records)
-            if remaining and len(records) < batch_size:
-                continue
-        if not records:
+                progress.advance(count)
+        batch = ahead.take(batch_size, [tp.partition for tp in remaining])
+        if not batch:
             continue
-        result = await processor.process(records)
+        result = await processor.process(batch)
         if result.rewind:
             raise RuntimeError(
                 f"the state's offsets moved back during the replay ({result.rewind}): another process "
                 "writes the same state; stop the workers and replay again"
             )
-        read += len(records)
-        records, counted = [], 0
+        read += len(batch)
         gc.collect(1)  # the young generations only, between batches
     return read
 

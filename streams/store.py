@@ -272,6 +272,11 @@ class SoleWriterStore(StateStore):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._pending: asyncio.Future[str] | None = None
 
+    @property
+    def watermark_us(self) -> int | None:
+        """The watermark of the commits sent so far."""
+        return self._watermark_us
+
     def _is_new(self, key: str) -> bool:
         if key in self._written:
             return False

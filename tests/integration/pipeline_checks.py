@@ -57,13 +57,16 @@ async def assert_worker_counters(
     assert {k.removeprefix("rejected:"): v for k, v in stats.items() if k.startswith("rejected:")} == rejected
 
 
-async def produce_simulated(settings: Settings, *, seed: int, days: int, count: int) -> list[SimRecord]:
-    """``count`` simulated records over the last ``days`` (9 managers, 3 teams; 2 % duplicates, 5 % out of
-    order, 2 % malformed), written to the events topic."""
+async def produce_simulated(
+    settings: Settings, *, seed: int, days: int, count: int, end: datetime | None = None
+) -> list[SimRecord]:
+    """``count`` simulated records from ``days`` ago on (until ``end`` at most; 9 managers, 3 teams;
+    2 % duplicates, 5 % out of order, 2 % malformed), written to the events topic."""
     config = SimulationConfig.from_business(
         settings.business, managers=9, teams=3, duplicates=0.02, out_of_order=0.05, malformed=0.02
     )
-    records = list(Simulation(config, seed=seed).records(datetime.now(UTC) - timedelta(days=days), count=count))
+    start = datetime.now(UTC) - timedelta(days=days)
+    records = list(Simulation(config, seed=seed).records(start, end=end, count=count))
     async with KafkaSink(settings.kafka.bootstrap_servers, settings.kafka.events_topic) as sink:
         await sink.write(records)
     return records

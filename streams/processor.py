@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,6 +52,10 @@ from services.topics import RedisKeys
 from streams.store import Commit, CommitConflict, StateStore, digest
 
 log = logging.getLogger(__name__)
+
+NO_WATERMARK = -(2**62)
+"""The watermark of a state that has accepted no event yet, in epoch microseconds."""
+_MICROSECOND = timedelta(microseconds=1)
 
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 10.0
@@ -214,21 +218,31 @@ class BatchProcessor:
         if not fresh:
             return result
 
-        watermark = from_us(watermark_us) if watermark_us is not None else None
         accepted: list[CrmEvent] = []
+        times: list[int] = []
+        """occurred_at of each accepted event, in epoch microseconds."""
         dead: list[DeadLetter] = []
         stats: dict[str, int] = {}
         produced_ms = 0
-        stamped_ms, now = -1, datetime.now(UTC)
+        # The time checks in integer microseconds: an event inside both bounds passes check_time,
+        # which is asked only about the others (it says why, or lets it pass on the exact instants).
+        future_us = self.policy.future_tolerance // _MICROSECOND
+        retention_us = self.policy.retention // _MICROSECOND
+        reached_us = watermark_us if watermark_us is not None else NO_WATERMARK
+        stamped_ms, latest_us = -1, 0
         for record, item in fresh:
             if not isinstance(item, Rejection):
-                try:
-                    if record.timestamp_ms != stamped_ms:  # records produced together share it
-                        stamped_ms = record.timestamp_ms
+                if record.timestamp_ms != stamped_ms:  # records produced together share it
+                    stamped_ms = record.timestamp_ms
+                    latest_us = stamped_ms * 1000 + future_us
+                t_us = to_us(item.occurred_at)
+                if t_us > latest_us or t_us < reached_us - retention_us:
+                    try:
                         now = datetime.fromtimestamp(stamped_ms / 1000, UTC)
-                    check_time(item, self.policy, now=now, watermark=watermark)
-                except EventRejected as rejected:
-                    item = rejected.rejection
+                        watermark = from_us(reached_us) if reached_us != NO_WATERMARK else None
+                        check_time(item, self.policy, now=now, watermark=watermark)
+                    except EventRejected as rejected:
+                        item = rejected.rejection
             if isinstance(item, Rejection):
                 dead.append(DeadLetter(record, item))
                 code = str(item.code)
@@ -239,8 +253,9 @@ class BatchProcessor:
                 continue
             seen.add(item.event_id)
             accepted.append(item)
-            if watermark is None or item.occurred_at > watermark:
-                watermark = item.occurred_at
+            times.append(t_us)
+            if t_us > reached_us:
+                reached_us = t_us
             produced_ms = record.timestamp_ms if not produced_ms else min(produced_ms, record.timestamp_ms)
         result.rejected = len(dead)
         result.accepted = len(accepted)
@@ -248,19 +263,19 @@ class BatchProcessor:
         commit = Commit(
             offsets={tp: (stored.get(tp), offset) for tp, offset in next_offsets.items()},
             claims=[self.keys.seen_event(event.event_id) for event in accepted],
-            watermark_us=to_us(watermark) if watermark is not None and accepted else None,
+            watermark_us=reached_us if accepted else None,
             produced_ms=produced_ms,
         )
         cells: Cells = {}
-        new_histories = await self._contributions(accepted, commit, cells)
+        new_histories = await self._contributions(accepted, times, commit, cells)
         # A delta can fall in an expired bucket: a late event, still within the history retention,
         # in a minute, hour or UTC day older than their retention (62 days), or a late deal_created
         # that changes the lead source of one of the deal's wins years back. Writing it would
         # recreate a bucket holding a fragment; nothing reads it (rolling windows are refused
         # before their horizon, see RetentionPolicy.window_horizon_s, and local-day and month
         # buckets expire only when every event they could hold is too old), so it is not written.
-        reached = max(to_us(watermark) if watermark is not None else -1, self.prune_floor_us or -1)
-        cutoffs = self.retention.cutoffs(reached) if reached >= 0 else None
+        reached_us = max(reached_us, self.prune_floor_us or NO_WATERMARK)
+        cutoffs = self.retention.cutoffs(reached_us) if reached_us != NO_WATERMARK else None
         commit.contributions, commit.bucket_ends = expand_cells(cells, self.calendar, cutoffs)
         stats["processed"] = result.accepted
         stats["duplicates"] = result.duplicates
@@ -278,17 +293,16 @@ class BatchProcessor:
         return result
 
     async def _contributions(
-        self, events: list[CrmEvent], commit: Commit, delta: Cells
+        self, events: list[CrmEvent], times: list[int], commit: Commit, delta: Cells
     ) -> dict[str, tuple[list[DealEvent], str]]:
         """Add the batch's contribution deltas to ``delta`` and the rest of its changes to the commit;
-        returns the deals' new histories."""
+        returns the deals' new histories (``times``: each event's occurred_at in epoch microseconds)."""
         deal_events: dict[str, list[DealEvent]] = {}
         # Directory members per (manager, team, 15-minute slot): the local month is the same
         # throughout a slot, so it is looked up once per slot, not once per event.
         seen_in: set[tuple[str, str | None, int]] = set()
         activity_us: dict[str, int] = {}
-        for event in events:
-            t_us = to_us(event.occurred_at)
+        for event, t_us in zip(events, times, strict=True):
             seen_in.add((event.manager_id, event.team_id, t_us // SLOT_US))
             if isinstance(event, DEAL_EVENT_MODELS):
                 deal_events.setdefault(event.deal_id, []).append(DealEvent.from_event(event, t_us))
@@ -332,8 +346,9 @@ class BatchProcessor:
             # Only deals outside the open pipeline may expire: an open deal is current state.
             commit.deal_expiry[key] = None if after.is_open or after.latest_us is None else deal_end_s(after.latest_us)
             clock = deal_clock(new_history) if after.is_open else None
-            times = None if clock is None else (score_s(clock.stage_since_us), score_s(clock.latest_us))
-            commit.open_deals[deal_id] = times
+            commit.open_deals[deal_id] = (
+                None if clock is None else (score_s(clock.stage_since_us), score_s(clock.latest_us))
+            )
             new_histories[deal_id] = (new_history, digest(encoded))
             if before.customer_id == after.customer_id and before.wins == after.wins:
                 continue

@@ -46,8 +46,7 @@ from services.schemas.events import (
     Rejection,
     ValidationPolicy,
     check_time,
-    decode_json,
-    validate_payload,
+    validate_values,
 )
 from services.settings import Settings
 from services.topics import RedisKeys
@@ -186,12 +185,7 @@ class BatchProcessor:
         # Schema checks need no state, so they come first: in the batch process they run while
         # Redis still applies the previous batch's commit. Then one round trip reads the offsets,
         # the watermark and the claims; the time checks and dedupe go in record order below.
-        parsed: list[tuple[RawRecord, CrmEvent | Rejection]] = []
-        for record in records:
-            try:
-                parsed.append((record, validate_payload(decode_json(record.value), self.policy)))
-            except EventRejected as rejected:
-                parsed.append((record, rejected.rejection))
+        parsed = list(zip(records, validate_values([record.value for record in records], self.policy), strict=True))
         stored, watermark_us, seen = await self.store.batch_state(
             {record.tp for record in records},
             [cast(CrmEvent, item).event_id for _, item in parsed if type(item) is not Rejection],

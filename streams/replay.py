@@ -207,8 +207,9 @@ async def _replay_once(
                 consumer.seek(tp, position)
             starts[tp] = position
         remaining = {tp for tp in tps if starts[tp] < ends[tp]}
-        log.info("replay: reading %d records from %d partitions", sum(ends[tp] - starts[tp] for tp in tps), len(tps))
-        progress = ProgressLine(sum(ends[tp] - starts[tp] for tp in tps), "replay") if show_progress else None
+        total = sum(ends[tp] - starts[tp] for tp in tps)
+        log.info("replay: reading %d records from %d partitions", total, len(tps))
+        progress = ProgressLine(total, "replay") if show_progress else None
         # The cyclic collector stays off while batches are read and applied: they allocate millions of
         # short-lived objects and a replay's state holds many more, which every collection would walk.
         gc.freeze()

@@ -9,10 +9,13 @@ the first failing check wins: ``invalid_json``, ``schema_violation``, ``unknown_
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from itertools import accumulate
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -22,9 +25,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Json,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
 )
 
 from services.settings import BusinessSettings
@@ -67,7 +73,15 @@ def _require_text_time(value: Any) -> Any:
     return value
 
 
-def _parse_amount(value: Any) -> Decimal:
+_BATCH_CONTEXT: dict[str, Any] = {"path": "validate_values"}
+"""Marks validation by :func:`validate_values`, whose JSON decoder turns every number with a
+fraction or an exponent into a binary float (``12.50`` arrives as ``12.5``)."""
+
+
+def _parse_amount(value: Any, info: ValidationInfo) -> Decimal:
+    if isinstance(value, float) and info.context is _BATCH_CONTEXT:
+        # The exact text of the number is lost; the record goes the exact per-record way instead.
+        raise ValueError("amount is a binary float")
     if isinstance(value, bool) or not isinstance(value, (int, Decimal, float, str)):
         raise ValueError("amount must be a JSON number or a decimal string")
     try:
@@ -318,9 +332,16 @@ def validate_payload(data: Any, policy: ValidationPolicy) -> CrmEvent:
             for error in exc.errors(include_url=False)
         ]
         raise EventRejected(Rejection(code=RejectCode.SCHEMA_VIOLATION, problems=problems)) from None
-    # (not getattr: a pydantic model without the field takes a slow path to raise AttributeError)
-    stage = event.stage if isinstance(event, (DealCreatedEvent, DealStageChangedEvent)) else None
-    if isinstance(event, DealCreatedEvent) and stage is None:
+    return _apply_policy(event, policy)
+
+
+def _apply_policy(event: CrmEvent, policy: ValidationPolicy) -> CrmEvent:
+    """The checks after the schema (stage, then currency), and deal_created's default stage."""
+    # (not getattr: a pydantic model without the field takes a slow path to raise AttributeError;
+    # type(), not isinstance: the models have no subclasses, and isinstance of a pydantic model
+    # goes through ABCMeta, slow when the answer is no, as it mostly is)
+    stage = event.stage if type(event) is DealCreatedEvent or type(event) is DealStageChangedEvent else None
+    if type(event) is DealCreatedEvent and stage is None:
         event = event.model_copy(update={"stage": policy.first_stage})
     elif stage is not None and not policy.is_open_stage(stage):
         raise _reject(
@@ -337,6 +358,87 @@ def validate_payload(data: Any, policy: ValidationPolicy) -> CrmEvent:
             f"must be the reporting currency {policy.currency}",
         )
     return event
+
+
+_NOT_JSON = (b"NaN", b"Infinity")
+"""What pydantic-core's JSON decoder takes, though it is not JSON (as ``-Infinity`` too)."""
+
+_FAST_BATCH: TypeAdapter[list[Any]] = TypeAdapter(
+    list[Annotated[Json[Annotated[CrmEvent, Field(discriminator="type")]] | Any, Field(union_mode="left_to_right")]],
+    # Keys repeat from record to record, most values (ids, times) never do: caching them is waste.
+    config=ConfigDict(cache_strings="keys"),
+)
+"""Each raw value decoded and validated in one pydantic-core call: the event, or (when anything
+about it fails) the raw value itself, which then takes the per-record way."""
+
+
+def validate_values(raws: Sequence[bytes], policy: ValidationPolicy) -> list[CrmEvent | Rejection]:
+    """Validate many raw record values: one result per raw value, in order, the same as
+    ``validate_payload(decode_json(raw), policy)`` would give (a Rejection for an EventRejected).
+
+    Faster than one by one: pydantic-core decodes and validates all values in one call, without
+    building Python dicts. It only answers an event where that is sure to be the per-record one;
+    every other value takes the per-record way, so rejections are always the per-record ones:
+
+    - anything pydantic-core rejects (bad JSON or UTF-8, not an object, an unknown or missing
+      ``type``, a schema violation), including an amount that is a JSON number with a fraction or
+      an exponent, since pydantic-core decodes it to a binary float, not an exact Decimal;
+    - a value containing ``NaN`` or ``Infinity`` anywhere (even in a string): pydantic-core's
+      decoder takes them, though they are not JSON.
+
+    What both decoders take, they decode alike: strings, integers of any size, and a repeated key
+    (the last one counts). A float anywhere but the amount fails a strict field or sits in an
+    extra field, ignored either way. A null is absent per record; pydantic-core takes one only
+    where None is valid, and every such field defaults to None, so only the fields set differ
+    (:func:`_unset_nulls`). The stage and currency checks and deal_created's default stage are
+    the per-record code.
+    """
+    values = list(raws)
+    joined = b"".join(values)
+    inputs: list[bytes | None] = list(values)
+    # (a memchr for N and I first: several times faster than searching for the tokens, and rare)
+    if b"N" in joined or b"I" in joined:
+        for index in _values_holding(_NOT_JSON, values, joined):
+            inputs[index] = None
+    maybe_null = b"null" in joined
+    validated = _FAST_BATCH.validate_python(inputs, context=_BATCH_CONTEXT)
+    results: list[CrmEvent | Rejection] = []
+    for raw, source, item in zip(values, inputs, validated, strict=True):
+        try:
+            if item is source:
+                event = validate_payload(decode_json(raw), policy)
+            else:
+                if maybe_null and b"null" in raw:
+                    _unset_nulls(item)
+                event = _apply_policy(item, policy)
+            results.append(event)
+        except EventRejected as rejected:
+            results.append(rejected.rejection)
+    return results
+
+
+def _values_holding(tokens: tuple[bytes, ...], values: list[bytes], joined: bytes) -> set[int]:
+    """The indices of the values in which one of ``tokens`` occurs, found in ``values`` joined.
+
+    One search of the joined values is much faster than one per value when the tokens are rare. A
+    token that begins in one value and ends in the next counts for the first (a needless fallback).
+    """
+    ends = list(accumulate(map(len, values)))
+    found: set[int] = set()
+    for token in tokens:
+        at = joined.find(token)
+        while at >= 0:
+            found.add(bisect_right(ends, at))
+            at = joined.find(token, at + 1)
+    return found
+
+
+def _unset_nulls(event: CrmEvent) -> None:
+    """Leave the fields validated from a null out of the fields set, as if they were absent.
+
+    Exact: a None in an event comes either from a null or from a default, which is never set.
+    """
+    event.__pydantic_fields_set__.difference_update([name for name, value in event.__dict__.items() if value is None])
 
 
 def check_time(event: CrmEvent, policy: ValidationPolicy, *, now: datetime, watermark: datetime | None) -> None:
@@ -402,4 +504,5 @@ __all__ = [
     "decode_json",
     "validate_event",
     "validate_payload",
+    "validate_values",
 ]

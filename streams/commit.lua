@@ -62,15 +62,27 @@ for _, key in ipairs(claims) do
   redis.call('SET', key, '1', 'EX', ttl)
 end
 
--- increments: one JSON array of [key, time index key or '', score or '', [field, delta, field, delta, ...], new];
+-- increments: one JSON array of [key, time index key or '', score or '', deltas, new]; deltas are
+-- either an object {field: delta} of integers below 2^53 (exact in a Lua number; zeros skipped) or a
+-- list [field, delta, field, delta, ...] of decimal strings (for larger ones);
 -- new = 1 when the key is known to be absent (its deltas are its values), else 0;
 -- a field that reaches 0 is removed. A bucket key goes into its granularity's time index (a sorted
 -- set scored by the bucket's end) in the same atomic step, so the sweeper finds expired buckets
--- without a SCAN. Deltas are decimal strings (a Lua number would round beyond 2^53).
+-- without a SCAN.
 -- The time index entries go in one ZADD per index and chunk: a call per key costs more than the insert.
 local index_args = {}
 for _, item in ipairs(cjson.decode(nxt())) do
   local key, index_key, fields = item[1], item[2], item[4]
+  if fields[1] == nil then
+    local flat = {}
+    for field, delta in pairs(fields) do
+      if delta ~= 0 then
+        flat[#flat + 1] = field
+        flat[#flat + 1] = string.format('%d', delta)
+      end
+    end
+    fields = flat
+  end
   if index_key ~= '' then
     local args = index_args[index_key]
     if args == nil then

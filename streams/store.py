@@ -19,6 +19,8 @@ from services.topics import RedisKeys
 _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
 CHANGE_FEED_MAXLEN = 100_000
 _KEY_CACHE_LIMIT = 200_000
+EXACT_IN_LUA = 2**53
+"""Integers below this (in magnitude) survive cjson's decoding into Lua doubles exactly."""
 CHANGE_FEED_GRANULARITIES: frozenset[str] = frozenset(("day", "month", CURRENT))
 """What the change feed (and so the WebSocket push) carries: local day and month buckets and current
 state; the UTC day, hour and minute buckets of rolling windows would multiply its traffic."""
@@ -196,18 +198,25 @@ class StateStore:
             args += [key, fingerprint]
 
         # The increments go as one JSON argument (decoded by cjson in the script): packing a few
-        # hundred thousand separate arguments costs the client more than the whole script.
-        # Deltas go as text: JSON numbers would lose digits in Lua doubles.
-        increments: list[tuple[str, str, str, list[str], int]] = []
+        # hundred thousand separate arguments costs the client more than the whole script. A bucket's
+        # deltas go as an object of JSON numbers; as a list of decimal texts when one of them is
+        # too large for a Lua double (turning every delta into text cost the worker more).
+        increments: list[tuple[str, str, str, dict[str, int] | list[str], int]] = []
         touched: list[str] = []
         ends = commit.bucket_ends
         key_of = self._bucket_key
         feed = commit.feed
         is_new = self._is_new
         for (scope, granularity, bucket), deltas in commit.contributions.items():
-            fields = [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
-            if not fields:
+            values = deltas.values()
+            if not any(values):
                 continue
+            # Deltas go as JSON numbers while a Lua double holds them exactly, else as decimal text.
+            fields: dict[str, int] | list[str] = (
+                deltas
+                if max(values) < EXACT_IN_LUA and min(values) > -EXACT_IN_LUA
+                else [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
+            )
             key = key_of(scope, granularity, bucket)
             new = 1 if is_new(key) else 0
             if granularity == CURRENT:

@@ -82,8 +82,8 @@ class Buckets(NamedTuple):
 
 
 class Calendar:
-    """Bucket labels of instants: local day and month in the business time zone, UTC day, hour
-    and minute (cached).
+    """Bucket labels of instants: local day and month in the business time zone (cached per 15-minute
+    slot), UTC day and hour (cached per hour), and the minute.
 
     Zone offsets and their changes fall on quarter hours, so the local date is constant
     within each aligned 15-minute slot of UTC; one zone lookup per slot suffices.
@@ -95,7 +95,6 @@ class Calendar:
         self.zone = zone
         self._slots: dict[int, tuple[str, str]] = {}
         self._hours: dict[int, tuple[str, str]] = {}
-        self._minutes: dict[int, Buckets] = {}
         self._ends: dict[tuple[str, str], int] = {}
 
     def local_labels(self, t_us: int) -> tuple[str, str]:
@@ -111,20 +110,11 @@ class Calendar:
         return found
 
     def buckets(self, t_us: int) -> Buckets:
-        """The labels of the buckets the instant falls in."""
-        return self.of_minute(t_us // 60_000_000)
-
-    def of_minute(self, minute: int) -> Buckets:
-        """The labels of the buckets a UTC minute (since the epoch) falls in."""
-        found = self._minutes.get(minute)
-        if found is None:
-            day, month = self.local_labels(minute * 60_000_000)  # a whole minute lies in one 15-minute slot
-            utcday, hour = self.utc_labels(minute // 60)
-            found = Buckets(day, month, utcday, hour, f"{hour}:{minute % 60:02d}")
-            if len(self._minutes) > self._CACHE_LIMIT:
-                self._minutes.clear()
-            self._minutes[minute] = found
-        return found
+        """The labels of the buckets the instant falls in (the minute's own label, not its hash's)."""
+        minute = t_us // 60_000_000
+        day, month = self.local_labels(t_us)
+        utcday, hour = self.utc_labels(minute // 60)
+        return Buckets(day, month, utcday, hour, f"{hour}:{minute % 60:02d}")
 
     def utc_labels(self, hour: int) -> tuple[str, str]:
         """The labels of the UTC day and the UTC hour of an hour since the epoch."""

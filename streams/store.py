@@ -287,6 +287,7 @@ class SoleWriterStore(StateStore):
         return self._watermark_us
 
     def _is_new(self, key: str) -> bool:
+        """Absent unless written by an earlier commit of this store (and now counted as written)."""
         if key in self._written:
             return False
         self._written.add(key)

@@ -290,7 +290,6 @@ async def _apply_log(
             or (ahead.buffered < 4 * batch_size and ahead.waiting_on(tp.partition for tp in remaining))
         ):
             fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=4 * batch_size - ahead.buffered)
-            count = 0
             for tp, messages in fetched.items():
                 end = ends[tp]
                 records = [
@@ -299,11 +298,8 @@ async def _apply_log(
                     if m.offset < end
                 ]
                 ahead.add(tp.partition, records)
-                count += len(records)
                 if messages and messages[-1].offset + 1 >= end:
                     remaining.discard(tp)
-            if progress:
-                progress.advance(count)
         batch = ahead.take(batch_size, [tp.partition for tp in remaining])
         if not batch:
             continue
@@ -314,6 +310,8 @@ async def _apply_log(
                 "writes the same state; stop the workers and replay again"
             )
         read += len(batch)
+        if progress:  # records applied (their commit sent), not merely read ahead
+            progress.advance(len(batch))
         gc.collect(1)  # the young generations only, between batches
     return read
 

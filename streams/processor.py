@@ -277,8 +277,8 @@ class BatchProcessor:
         # recreate a bucket holding a fragment; nothing reads it (rolling windows are refused
         # before their horizon, see RetentionPolicy.window_horizon_s, and local-day and month
         # buckets expire only when every event they could hold is too old), so it is not written.
-        reached_us = max(reached_us, self.prune_floor_us or NO_WATERMARK)
-        cutoffs = self.retention.cutoffs(reached_us) if reached_us != NO_WATERMARK else None
+        pruning_us = max(reached_us, self.prune_floor_us or NO_WATERMARK)
+        cutoffs = self.retention.cutoffs(pruning_us) if pruning_us != NO_WATERMARK else None
         commit.contributions, commit.bucket_ends = expand_cells(cells, self.calendar, cutoffs)
         stats["processed"] = result.accepted
         stats["duplicates"] = result.duplicates

@@ -389,6 +389,9 @@ class OverlappedStore(StateStore):
         self.sent += 1
         self._inflight = asyncio.ensure_future(super().commit(commit))
         self._overlay = commit
+        # Let the task send the script now: the next batch's work never yields to the event loop, and
+        # when that batch is already waiting in the pipe, reading it does not either.
+        await asyncio.sleep(0)
         return ""
 
     async def batch_state(

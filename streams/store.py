@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -200,7 +201,9 @@ class StateStore:
         # The increments go as one JSON argument (decoded by cjson in the script): packing a few
         # hundred thousand separate arguments costs the client more than the whole script. A bucket's
         # deltas go as an object of JSON numbers; as a list of decimal texts when one of them is
-        # too large for a Lua double (turning every delta into text cost the worker more).
+        # too large for a Lua double, and for a key known to be new (a replay's): the script then
+        # sets them with one HSET, and texts cost it a third less than numbers (which cjson parses
+        # and HSET formats back). The worker's increments stay numbers: text cost it more.
         increments: list[tuple[str, str, str, dict[str, int] | list[str], int]] = []
         touched: list[str] = []
         ends = commit.bucket_ends
@@ -211,14 +214,13 @@ class StateStore:
             values = deltas.values()
             if not any(values):
                 continue
-            # Deltas go as JSON numbers while a Lua double holds them exactly, else as decimal text.
-            fields: dict[str, int] | list[str] = (
-                deltas
-                if max(values) < EXACT_IN_LUA and min(values) > -EXACT_IN_LUA
-                else [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
-            )
             key = key_of(scope, granularity, bucket)
             new = 1 if is_new(key) else 0
+            fields: dict[str, int] | list[str] = (
+                deltas
+                if not new and max(values) < EXACT_IN_LUA and min(values) > -EXACT_IN_LUA
+                else [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
+            )
             if granularity == CURRENT:
                 increments.append((key, "", "", fields, new))
             else:
@@ -260,14 +262,18 @@ class SoleWriterStore(StateStore):
     store committed itself (a wiped state holds nothing else). A bucket key it has not written yet
     is absent, so its first write sets the fields, and claims need no check.
 
-    Each commit runs on a thread of its own, over a second (synchronous) connection: Redis applies
-    one batch while this process works on the next, even though that work never yields to the event
-    loop. Commits still go in order, one at a time, and each is still fenced: if another writer
-    touched the state, the commit fails and the replay stops with that error (:meth:`flush` or the
-    next :meth:`commit` raises it).
+    Commits run on a thread of their own, over a second (synchronous) connection: Redis applies one
+    batch while this process works on the next, even though that work never yields to the event
+    loop, and a commit heavier than the work on the next batch (recent batches write minute and
+    hour buckets, older ones do not) holds nothing up until ``IN_FLIGHT`` wait. Commits still go in
+    order, one at a time, and each is still fenced: if another writer touched the state, the commit
+    fails, every later one with it, and the replay stops with that error (:meth:`flush` or a later
+    :meth:`commit` raises it).
     """
 
     check_claims = False
+    IN_FLIGHT = 2
+    """Commits queued at most: the next batch is worked on while Redis catches up with a heavy one."""
 
     def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
@@ -279,7 +285,7 @@ class SoleWriterStore(StateStore):
         self._writer = writer
         self._sync_script = writer.register_script(_COMMIT_SCRIPT)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-        self._pending: asyncio.Future[str] | None = None
+        self._pending: deque[asyncio.Future[str]] = deque()
 
     @property
     def watermark_us(self) -> int | None:
@@ -317,9 +323,12 @@ class SoleWriterStore(StateStore):
         }
 
     async def commit(self, commit: Commit) -> str:
-        """Send the commit once the one before it applied; returns '' (replay writes no change feed)."""
+        """Queue the commit (waiting while ``IN_FLIGHT`` are queued); returns '' (replay writes no change
+        feed). Commits apply in order, one at a time; each is fenced by the offsets before it, so none
+        applies after one that failed."""
         commit.feed = False
-        await self.flush()
+        while len(self._pending) >= self.IN_FLIGHT:
+            await self._pending.popleft()
         for tp, (_, new) in commit.offsets.items():
             self._offsets[tp] = new
         self._claims.update(commit.claims)
@@ -327,17 +336,19 @@ class SoleWriterStore(StateStore):
         if commit.watermark_us is not None and (self._watermark_us is None or commit.watermark_us > self._watermark_us):
             self._watermark_us = commit.watermark_us
         args = self.commit_args(commit)
-        self._pending = asyncio.get_running_loop().run_in_executor(self._thread, self._apply, args)
+        self._pending.append(asyncio.get_running_loop().run_in_executor(self._thread, self._apply, args))
         return ""
 
     def _apply(self, args: list[str | bytes | int]) -> str:
         return self.applied(self._sync_script(args=args))
 
     async def flush(self) -> None:
-        """Wait for the last commit (and raise its error, if it failed)."""
-        previous, self._pending = self._pending, None
-        if previous is not None:
-            await previous
+        """Wait for every commit queued (and raise the first error, if one failed)."""
+        pending, self._pending = list(self._pending), deque()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def close(self) -> None:
         """Stop the commit thread and close its connection (after :meth:`flush`)."""

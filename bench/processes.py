@@ -23,16 +23,19 @@ def _stat_fields(pid: int | str) -> list[str] | None:
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time a live process and its live children have used so far (None when unknown).
+    """User + system CPU time a live process and its children, live or ended, have used so far (None
+    when unknown).
 
-    The children count because a stream worker applies its batches in a child process.
+    The children count because a stream worker applies its batches in a child process, and a replay
+    reads the log in one (which ends before the replay does: its time is then the parent's cutime).
     """
     if pid is None:
         return None
     fields = _stat_fields(pid)
     if fields is None:
         return None
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    # utime, stime, and cutime, cstime of the children waited for (fields 14 to 17 of stat)
+    ticks = sum(int(value) for value in fields[11:15])
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             child = _stat_fields(entry.name)

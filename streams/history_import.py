@@ -21,7 +21,7 @@ import orjson
 
 from services import kafka
 from services.settings import Settings, load_settings
-from streams.replay import ProgressLine, replay
+from streams.replay import DEFAULT_BATCH, ProgressLine, replay
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,18 @@ async def produce_file(settings: Settings, path: Path, *, show_progress: bool = 
     return sent
 
 
-async def import_history(settings: Settings, path: Path, *, catch_up: bool = True, show_progress: bool = True) -> int:
+async def import_history(
+    settings: Settings,
+    path: Path,
+    *,
+    catch_up: bool = True,
+    show_progress: bool = True,
+    batch_size: int = DEFAULT_BATCH,
+) -> int:
     await kafka.ensure_product_topics(settings)
     sent = await produce_file(settings, path, show_progress=show_progress)
     if catch_up:
-        await replay(settings, wipe=False, show_progress=show_progress)
+        await replay(settings, wipe=False, batch_size=batch_size, show_progress=show_progress)
     return sent
 
 

@@ -37,7 +37,7 @@ from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
 from streams.processor import BatchProcessor, RawRecord, gc_paused
-from streams.store import SoleWriterStore, StateStore
+from streams.store import BulkStore, SoleWriterStore
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,14 @@ async def _replay_once(
     keys = RedisKeys.from_settings(settings)
     claim_ttl_s = (settings.business.history_retention_days + 2) * 86_400
     # Onto wiped state the replay is the only writer: it answers its reads itself and overlaps each
-    # Redis commit with the next batch. Continuing (--keep) reads the state like a worker does.
+    # Redis commit with the next batch. Continuing (--keep) reads the state like a worker does, and
+    # writes the change feed once at the end (see BulkStore).
     store = (
         SoleWriterStore(
             redis, keys, claim_ttl_s=claim_ttl_s, writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0)
         )
         if wipe
-        else StateStore(redis, keys, claim_ttl_s=claim_ttl_s)
+        else BulkStore(redis, keys, claim_ttl_s=claim_ttl_s)
     )
 
     # Rejects are sent to the dead-letter topic again (same key = source position, so consumers
@@ -220,6 +221,8 @@ async def _replay_once(
         if isinstance(store, SoleWriterStore):
             await store.flush()
             return read, store.watermark_us
+        announced = await store.announce(int(time.time() * 1000))
+        log.info("change feed: the latest values of %d day, month and current buckets", announced)
         return read, None
     finally:
         if isinstance(store, SoleWriterStore):

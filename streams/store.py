@@ -14,7 +14,7 @@ import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, Contributions, DealEvent, Win
+from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, BucketKey, Contributions, DealEvent, Win
 from services.topics import RedisKeys
 
 _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
@@ -70,6 +70,8 @@ class Commit:
     """Deal id -> score of its latest call, meeting or proposal in the batch."""
     feed: bool = True
     """Write a change-feed entry of the touched day, month and current hashes (replay does not)."""
+    announce: list[BucketKey] = field(default_factory=list)
+    """Buckets to put in the change-feed entry whatever the deltas (see :class:`BulkStore`)."""
 
 
 class StateStore:
@@ -227,6 +229,8 @@ class StateStore:
                 increments.append((key, self._index_keys[granularity], str(ends[(granularity, bucket)]), fields, new))
             if feed and granularity in CHANGE_FEED_GRANULARITIES:
                 touched += (key, scope, granularity, bucket)
+        for scope, granularity, bucket in commit.announce:
+            touched += (key_of(scope, granularity, bucket), scope, granularity, bucket)
         counters = [item for name, value in commit.stats.items() if value for item in (name, str(value))]
         if counters:
             increments.append((self.keys.worker_stats, "", "", counters, 0))
@@ -253,6 +257,43 @@ class StateStore:
         args += [self.keys.watermark, "" if commit.watermark_us is None else str(commit.watermark_us)]
         args += [self.keys.changes, str(CHANGE_FEED_MAXLEN), str(commit.produced_ms), len(touched) // 4, *touched]
         return args
+
+
+class BulkStore(StateStore):
+    """The store of a replay that continues from the state (``--keep``, a history import): like the
+    worker's, except for the change feed.
+
+    Batch by batch, the change feed would carry every touched day and month hash again and again
+    (a month's hash in every batch of that month, with every scope's), hundreds of megabytes for a
+    history file, all of it relayed to ``kpi.updates``. So the batches write no feed entry; the
+    store notes the buckets they touched, and :meth:`announce` writes each one's final values once,
+    at the end, in entries of ``ANNOUNCE_CHUNK`` buckets.
+    """
+
+    ANNOUNCE_CHUNK = 500
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+        super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
+        self.touched: set[BucketKey] = set()
+
+    async def commit(self, commit: Commit) -> str:
+        commit.feed = False
+        await super().commit(commit)
+        self.touched.update(
+            bucket
+            for bucket, deltas in commit.contributions.items()
+            if bucket[1] in CHANGE_FEED_GRANULARITIES and any(deltas.values())
+        )
+        return ""
+
+    async def announce(self, produced_ms: int) -> int:
+        """Write the touched buckets' values to the change feed; returns how many buckets."""
+        touched = sorted(self.touched)
+        for start in range(0, len(touched), self.ANNOUNCE_CHUNK):
+            chunk = touched[start : start + self.ANNOUNCE_CHUNK]
+            await super().commit(Commit(announce=chunk, produced_ms=produced_ms))
+        self.touched.clear()
+        return len(touched)
 
 
 class SoleWriterStore(StateStore):

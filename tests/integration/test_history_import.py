@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -33,7 +34,8 @@ async def test_import_history_file(settings: Settings, tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
     history.write_bytes(b"".join(record.value + b"\n" for record in records))
 
-    sent = await import_history(settings, history, show_progress=False)
+    # Batches smaller than the file: a month's hash is touched by several of them.
+    sent = await import_history(settings, history, show_progress=False, batch_size=1000)
     assert sent == len(records)
 
     keys = RedisKeys.from_settings(settings)
@@ -45,5 +47,29 @@ async def test_import_history_file(settings: Settings, tmp_path: Path) -> None:
         async with running_api(settings, clock=lambda: datetime.now(UTC)) as api:
             await assert_api_equals_reference(api, reference, periods_of(reference, (PeriodKind.MONTH,)))
         assert Counter(await read_dead_letters(settings, sum(rejected.values()))) == malformed(records)
+        await assert_feed_announces_each_bucket_once(redis, keys)
     finally:
         await redis.aclose()
+
+
+async def assert_feed_announces_each_bucket_once(redis: Redis, keys: RedisKeys) -> None:
+    """The import wrote the change feed once, at its end: every day, month and current hash it holds,
+    each in one entry only, with the values it holds (not a copy per batch)."""
+    announced: Counter[str] = Counter()
+    for _, fields in await redis.xrange(keys.changes):
+        entry = orjson.loads(fields[b"data"])
+        for bucket in entry.get("buckets", []):
+            key = keys.bucket(bucket["scope"], bucket["g"], bucket["b"])
+            announced[key] += 1
+            assert bucket["m"] == {k.decode(): v.decode() for k, v in (await redis.hgetall(key)).items()}, key
+        for current in entry.get("current", []):
+            key = keys.current(current["scope"])
+            announced[key] += 1
+            assert current["m"] == {k.decode(): v.decode() for k, v in (await redis.hgetall(key)).items()}, key
+    stored = {
+        key.decode()
+        for pattern in (f"{keys.prefix}:kpi:day:*", f"{keys.prefix}:kpi:month:*", f"{keys.prefix}:cur:*")
+        async for key in redis.scan_iter(match=pattern, count=1000)
+    }
+    assert stored and set(announced) == stored
+    assert max(announced.values()) == 1

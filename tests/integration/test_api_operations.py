@@ -1,11 +1,15 @@
-"""Operations: /metrics exposes the worker's exact counters from Redis, /healthz, Redis down,
-and the wall-display page is served."""
+"""Operations: /metrics exposes the worker's exact counters from Redis, /healthz, Redis down or
+restarted, and the wall-display page is served."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from services.localinfra.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from tests.integration.api_harness import ApiFactory, RunningApi
@@ -77,6 +81,25 @@ async def test_redis_down_answers_503_with_a_reason(api_factory: ApiFactory) -> 
     assert managers.status_code == 503
     assert managers.json()["detail"].startswith("Redis is unavailable")
     assert page.status_code == 200  # the page itself needs no Redis
+
+
+async def test_the_first_request_after_a_redis_restart_is_answered(api_factory: ApiFactory, tmp_path: Path) -> None:
+    """The pool's connections all broke with the restart: a request must reconnect, not answer 503."""
+    from tests.integration.api_harness import free_port
+
+    server = RedisServer(home=tmp_path / "redis", port=free_port(), start_timeout_s=30.0)
+    await asyncio.to_thread(server.start)
+    try:
+        async with api_factory(redis={"url": server.url()}) as api:
+            before = await api.http.get("/api/v1/managers")
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)
+            after = [await api.http.get("/api/v1/managers") for _ in range(3)]
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    assert before.status_code == 200, before.text
+    assert [response.status_code for response in after] == [200, 200, 200], [r.text for r in after]
 
 
 async def test_wall_display_page_and_assets_are_served(api: RunningApi) -> None:

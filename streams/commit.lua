@@ -65,10 +65,10 @@ end
 -- increments: one JSON array of [key, time index key or '', score or '', deltas, new]; deltas are
 -- either an object {field: delta} of integers below 2^53 (exact in a Lua number; zeros skipped) or a
 -- list [field, delta, field, delta, ...] of decimal strings (for larger ones);
--- new = 1 when the key is known to be absent (its deltas are its values), else 0;
--- a field that reaches 0 is removed. A bucket key goes into its granularity's time index (a sorted
--- set scored by the bucket's end) in the same atomic step, so the sweeper finds expired buckets
--- without a SCAN.
+-- new = 1 when the key is known to be absent, else 0 (and the script looks); an absent key's
+-- deltas are its values, set in one HSET; a field that reaches 0 is removed. A bucket key goes
+-- into its granularity's time index (a sorted set scored by the bucket's end) in the same atomic
+-- step, so the sweeper finds expired buckets without a SCAN.
 -- The time index entries go in one ZADD per index and chunk: a call per key costs more than the insert.
 local index_args = {}
 for _, item in ipairs(cjson.decode(nxt())) do
@@ -92,9 +92,12 @@ for _, item in ipairs(cjson.decode(nxt())) do
     args[#args + 1] = item[3]
     args[#args + 1] = key
   end
-  if item[5] == 1 then
-    -- a key the caller knows to be absent (a replay's first write to it): set every field at once
-    redis.call('HSET', key, unpack(fields))
+  if item[5] == 1 or redis.call('EXISTS', key) == 0 then
+    -- an absent key (known to the caller for a replay's first write to it, else looked up: a new
+    -- minute, hour or day, most keys of a history import): every field set at once
+    if #fields > 0 then
+      redis.call('HSET', key, unpack(fields))
+    end
   else
     for f = 1, #fields, 2 do
       if redis.call('HINCRBY', key, fields[f], fields[f + 1]) == 0 then

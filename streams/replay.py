@@ -37,7 +37,7 @@ from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
 from streams.processor import BatchProcessor, RawRecord, gc_paused
-from streams.store import BulkStore, SoleWriterStore
+from streams.store import BulkStore, PreviousCommitFailed, SoleWriterStore
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,13 @@ async def _apply_log(
         batch = ahead.take(batch_size, [tp.partition for tp in remaining])
         if not batch:
             continue
-        result = await processor.process(batch)
+        try:
+            result = await processor.process(batch)
+        except PreviousCommitFailed as failed:
+            raise RuntimeError(
+                f"a commit of the replay did not apply ({failed}): if another process writes the same "
+                "state, stop the workers; then replay again (it continues from the last commit applied)"
+            ) from failed
         if result.rewind:
             raise RuntimeError(
                 f"the state's offsets moved back during the replay ({result.rewind}): another process "

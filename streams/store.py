@@ -259,43 +259,6 @@ class StateStore:
         return args
 
 
-class BulkStore(StateStore):
-    """The store of a replay that continues from the state (``--keep``, a history import): like the
-    worker's, except for the change feed.
-
-    Batch by batch, the change feed would carry every touched day and month hash again and again
-    (a month's hash in every batch of that month, with every scope's), hundreds of megabytes for a
-    history file, all of it relayed to ``kpi.updates``. So the batches write no feed entry; the
-    store notes the buckets they touched, and :meth:`announce` writes each one's final values once,
-    at the end, in entries of ``ANNOUNCE_CHUNK`` buckets.
-    """
-
-    ANNOUNCE_CHUNK = 500
-
-    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
-        super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
-        self.touched: set[BucketKey] = set()
-
-    async def commit(self, commit: Commit) -> str:
-        commit.feed = False
-        await super().commit(commit)
-        self.touched.update(
-            bucket
-            for bucket, deltas in commit.contributions.items()
-            if bucket[1] in CHANGE_FEED_GRANULARITIES and any(deltas.values())
-        )
-        return ""
-
-    async def announce(self, produced_ms: int) -> int:
-        """Write the touched buckets' values to the change feed; returns how many buckets."""
-        touched = sorted(self.touched)
-        for start in range(0, len(touched), self.ANNOUNCE_CHUNK):
-            chunk = touched[start : start + self.ANNOUNCE_CHUNK]
-            await super().commit(Commit(announce=chunk, produced_ms=produced_ms))
-        self.touched.clear()
-        return len(touched)
-
-
 class SoleWriterStore(StateStore):
     """The store of a replay onto wiped state: it is the only writer, so it reads nothing back.
 
@@ -477,3 +440,42 @@ class OverlappedStore(StateStore):
         found = {c: self.decode_customer(values[key(c)]) for c in customer_ids if key(c) in values}
         found.update(await super().customers([c for c in customer_ids if c not in found]))
         return found
+
+
+class BulkStore(OverlappedStore):
+    """The store of a replay that continues from the state (``--keep``, a history import): like the
+    worker's batch process (each commit overlaps the next batch), except for the change feed.
+
+    Batch by batch, the change feed would carry every touched day and month hash again and again
+    (a month's hash in every batch of that month, with every scope's), hundreds of megabytes for a
+    history file, all of it relayed to ``kpi.updates``. So the batches write no feed entry; the
+    store notes the buckets they touched, and :meth:`announce` writes each one's final values once,
+    at the end, in entries of ``ANNOUNCE_CHUNK`` buckets.
+    """
+
+    ANNOUNCE_CHUNK = 500
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+        super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
+        self.touched: set[BucketKey] = set()
+
+    async def commit(self, commit: Commit) -> str:
+        commit.feed = False
+        await super().commit(commit)
+        self.touched.update(
+            bucket
+            for bucket, deltas in commit.contributions.items()
+            if bucket[1] in CHANGE_FEED_GRANULARITIES and any(deltas.values())
+        )
+        return ""
+
+    async def announce(self, produced_ms: int) -> int:
+        """Once every commit applied, write the touched buckets' values to the change feed; returns how
+        many buckets."""
+        await self.settle()
+        touched = sorted(self.touched)
+        for start in range(0, len(touched), self.ANNOUNCE_CHUNK):
+            chunk = touched[start : start + self.ANNOUNCE_CHUNK]
+            await StateStore.commit(self, Commit(announce=chunk, produced_ms=produced_ms))
+        self.touched.clear()
+        return len(touched)

@@ -11,11 +11,13 @@ that same topic, each time with a fresh consumer group and Redis key prefix:
   (c)  the real worker, ``python -m streams.worker``, one process
   (d)  two worker processes in one consumer group
   (e)  ``python -m streams.replay``, the bulk path around faust
+  (f)  ``python -m streams.replay --keep`` onto empty state: the path of a history import (it reads
+       the state like a worker does and overlaps each commit with the next batch)
 
 Throughput is events / (time from the first events processed to the last): process start-up
 and the consumer-group join are left out. The workers and replay are watched through the Redis
 stats hash (polled every 50 ms: first non-zero to reaching N); the faust no-op apps write their
-own first/last times to Redis; the bare consumer runs in this process. (c), (d) and (e) must end
+own first/last times to Redis; the bare consumer runs in this process. (c) to (f) must end
 with exactly the same KPI state: every KPI bucket and current-state hash, the directory sets
 and the stats are compared, and a PASS/FAIL line is printed.
 """
@@ -51,7 +53,7 @@ from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys
 
 NAME = "worker_throughput"
-STAGES = ("a", "b", "b2", "c", "d", "e")
+STAGES = ("a", "b", "b2", "c", "d", "e", "f")
 TITLES = {
     "a": "bare aiokafka consumer + json.loads",
     "b": "faust no-op agent, per event",
@@ -59,6 +61,7 @@ TITLES = {
     "c": "worker x1 (streams.worker)",
     "d": "worker x2, one group",
     "e": "replay (streams.replay)",
+    "f": "import path (replay --keep)",
 }
 FAULTS = {"duplicates": 0.02, "out_of_order": 0.05, "malformed": 0.02}
 """The fault mix of ``--faults`` (the simulator's own defaults are all 0; this is the integration test's mix)."""
@@ -68,6 +71,8 @@ PROGRESS_S = 3.0
 RESUMING = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*resuming (\d+) partitions")
 READING = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*replay: reading \d+ records")
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+BULK = ("e", "f")
+"""The replay stages: watched from the replay's "reading" log line (they apply large batches)."""
 
 
 @dataclass
@@ -252,7 +257,7 @@ async def watch_stats(
         total = await stats_total(redis, keys)
         now = time.monotonic()
         series.append((time.time(), total))
-        if first is None and stage == "e":
+        if first is None and stage in BULK:
             found = READING.search(children[0].log_text())
             if found:
                 logged = datetime.strptime(found.group(1), LOG_TIME).timestamp()
@@ -273,10 +278,10 @@ async def watch_stats(
                 result.notes.append(f"stats total {total:,} exceeds the {count:,} records produced")
             return result, series
         dead = [c for c in children if not c.running()]
-        if dead and stage != "e":
+        if dead and stage not in BULK:
             result.notes.append(f"{dead[0].label} exited early; log tail:\n{dead[0].log_tail()}")
             return result, series
-        if stage == "e" and dead and total < count:
+        if stage in BULK and dead and total < count:
             await asyncio.sleep(0.2)  # replay exited: one more read
             if await stats_total(redis, keys) < count:
                 result.notes.append(f"replay exited at {total:,}/{count:,}; log tail:\n{dead[0].log_tail()}")
@@ -433,17 +438,22 @@ async def measure_workers(
 
 
 async def measure_replay(
-    servers: BenchServers, topic: dict[str, Any], count: int, within: float, *, profile: Path | None = None
+    servers: BenchServers,
+    topic: dict[str, Any],
+    count: int,
+    within: float,
+    *,
+    profile: Path | None = None,
+    stage: str = "e",
 ) -> tuple[Measurement, Settings]:
-    stage = "e"
     settings = servers.fresh(stage, kafka=topic)
     keys = RedisKeys.from_settings(settings)
     child = ChildProcess(
         "replay",
         "streams.replay",
-        ["--quiet"],
+        ["--quiet", *(["--keep"] if stage == "f" else [])],
         settings,
-        servers.logs / ("e-replay-profile.log" if profile else "e-replay.log"),
+        servers.logs / (f"{stage}-replay-profile.log" if profile else f"{stage}-replay.log"),
         python_args=["-m", "cProfile", "-o", str(profile)] if profile else (),
     ).start()
     redis = Redis.from_url(settings.redis.url)
@@ -606,7 +616,9 @@ async def run(args: argparse.Namespace) -> int:
                     stage, servers, topic, count, 1 if stage == "c" else 2, args.timeout
                 )
             else:
-                measured[stage], settings_of[stage] = await measure_replay(servers, topic, count, args.timeout)
+                measured[stage], settings_of[stage] = await measure_replay(
+                    servers, topic, count, args.timeout, stage=stage
+                )
             m = measured[stage]
             notes = f"; {m.notes}" if m.notes else ""
             say(f"({stage}) {'done' if m.ok else 'FAILED'}: {fmt(m.rate)} events/s{notes}")
@@ -636,7 +648,7 @@ async def run(args: argparse.Namespace) -> int:
         if code_changed:
             say(f"WARNING: the code under test changed during the run: {code_seen}")
         verdict: dict[str, Any] = {"compared": [], "pass": None, "problems": []}
-        compared = [s for s in ("c", "d", "e") if s in settings_of and measured[s].ok]
+        compared = [s for s in ("c", "d", "e", "f") if s in settings_of and measured[s].ok]
         if len(compared) >= 2:
             redis = Redis.from_url(base.redis.url)
             try:
@@ -658,8 +670,8 @@ async def run(args: argparse.Namespace) -> int:
                 "code_changed": code_changed,
                 "notes": state_notes,
             }
-        elif len([s for s in ("c", "d", "e") if s in stages]) >= 2:
-            verdict["problems"] = ["fewer than two of (c), (d), (e) finished: nothing to compare"]
+        elif len([s for s in ("c", "d", "e", "f") if s in stages]) >= 2:
+            verdict["problems"] = ["fewer than two of (c) to (f) finished: nothing to compare"]
             verdict["pass"] = False
 
         if servers.external["redis"]:
@@ -675,12 +687,13 @@ async def run(args: argparse.Namespace) -> int:
         "b/a": ratio(rates.get("b"), rates.get("a")),
         "b2/a": ratio(rates.get("b2"), rates.get("a")),
         "e/c": ratio(rates.get("e"), rates.get("c")),
+        "f/a": ratio(rates.get("f"), rates.get("a")),
     }
     cpu_cost = {stage: m.cpu_us_per_event for stage, m in measured.items()}
     # Cost ratios are inverted (baseline / measured) so that, like the rate ratios, below 1 means slower.
     cost_ratios = {
         key: ratio(cpu_cost.get(key.split("/")[1]), cpu_cost.get(key.split("/")[0]))
-        for key in ("c/b", "c/b2", "c/a", "e/a", "e/c")
+        for key in ("c/b", "c/b2", "c/a", "e/a", "e/c", "f/a")
     }
     record = {
         "run_id": run_id,
@@ -770,6 +783,7 @@ def print_summary(
         "b/a": "faust no-op / bare consumer",
         "b2/a": "faust take_events / bare consumer",
         "e/c": "replay / worker",
+        "f/a": "import path / bare consumer",
     }
     for key, label in labels.items():
         if ratios.get(key) is not None:
@@ -830,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
         default=list(STAGES),
-        help="comma-separated stages to run, of a,b,b2,c,d,e (default: all)",
+        help="comma-separated stages to run, of a,b,b2,c,d,e,f (default: all)",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds each stage may take (default 120)")
     parser.add_argument(

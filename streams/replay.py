@@ -321,7 +321,11 @@ async def _apply_log(
         read += len(batch)
         if progress:  # records applied (their commit sent), not merely read ahead
             progress.advance(len(batch))
-        gc.collect(1)  # the young generations only, between batches
+        # What the batch left alive (the state this store keeps) goes out of the collector's sight, so
+        # no collection walks it again. A collection of the young generations here found no cyclic
+        # garbage in any replay measured, yet cost 1-1.4 µs per event; a cycle left by some rare path
+        # stays until the replay (a one-shot process) ends.
+        gc.freeze()
     return read
 
 

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from dashboard_api.auth import (
     CLOSE_UNAUTHORIZED,
     LiveGate,
+    ScopeFilter,
     SubscriptionRefused,
     get_access,
     websocket_principal,
@@ -90,6 +91,10 @@ class _Session:
         self.keys = keys
         self.broadcaster = broadcaster
         self.probabilities = {stage.name: stage.probability for stage in settings.business.funnel}
+        self.roster_scopes: frozenset[str] | None = None
+        """For a team-bound principal subscribed to "*": the scopes that stood for (None: not so subscribed)."""
+        self.alert_roster: frozenset[str] | None = None
+        """For a team-bound principal following the alert ticker: the managers its filter holds."""
 
     def _error(self, message: str) -> None:
         self.client.offer(OutgoingText(ErrorMessage(message=message).model_dump_json()))
@@ -122,6 +127,8 @@ class _Session:
                 await self._subscribe(request)
             elif isinstance(request, UnsubscribeRequest):
                 self.client.unsubscribe(None if request.scopes == "*" else tuple(request.scopes))
+                if request.scopes == "*":
+                    self.roster_scopes = None
 
     async def _subscribe(self, request: SubscribeRequest) -> None:
         try:
@@ -134,8 +141,43 @@ class _Session:
             self.client.subscribe(None if scopes == "*" else tuple(scopes), kpis=request.kpis, resume=resume)
         elif request.kpis is not None:
             self.client.kpis = frozenset(request.kpis)
+        team_bound = self.gate.principal.team_bound
+        if request.scopes == "*" and team_bound and scopes != "*":
+            self.roster_scopes = frozenset(scopes)
         if request.alerts:
-            self.client.subscribe_alerts(await self.gate.alert_filter(), request.alerts_since)
+            readable = await self.gate.alert_filter()
+            self.client.subscribe_alerts(readable, request.alerts_since)
+            self.alert_roster = frozenset(readable.roster) if team_bound else None
+
+    async def follow_roster(self, interval_s: float) -> None:
+        """For a team-bound principal: follow the managers who join its team while connected.
+
+        "*" stood for the team and the managers seen with it at the subscribe; the alert ticker's
+        filter held those managers. Every ``interval_s`` the team's managers are read again: a
+        manager seen with the team since is subscribed (a snapshot of its scope first, then its
+        changes) and let through the ticker. If Redis does not answer, the next interval tries again.
+        """
+        principal = self.gate.principal
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.roster_scopes is None and self.alert_roster is None:
+                continue
+            try:
+                roster = frozenset(await self.gate.access.roster(principal))
+            except (RedisError, OSError) as exc:
+                log.debug("team roster not read (%s); trying again in %.1f s", exc, interval_s)
+                continue
+            if self.roster_scopes is not None:
+                now = frozenset(principal.allowed_scopes(roster) or ())
+                joined, left = now - self.roster_scopes, self.roster_scopes - now
+                if joined:
+                    self.client.subscribe(tuple(sorted(joined)))
+                if left:
+                    self.client.unsubscribe(tuple(sorted(left)))
+                self.roster_scopes = now
+            if self.alert_roster is not None and roster != self.alert_roster:
+                self.client.alerts = ScopeFilter(principal, roster)
+                self.alert_roster = roster
 
     async def send_loop(self) -> None:
         drained = 0
@@ -270,6 +312,8 @@ async def live_updates(
     }
     if watched is not None:
         tasks.add(asyncio.create_task(watched.refused.wait(), name="ws-token-refused"))
+    if principal.team_bound:
+        tasks.add(asyncio.create_task(session.follow_roster(settings.api.ws_token_recheck_s), name="ws-roster"))
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -596,6 +596,31 @@ async def token_id(api: RunningApi, name: str) -> str:
     return found
 
 
+async def test_a_team_leads_star_and_ticker_follow_a_manager_who_joins_the_team(api_factory: ApiFactory) -> None:
+    async with api_factory(api={"ws_token_recheck_s": RECHECK_S}) as api:
+        await api.add_managers({"alice": "team-01", "carol": "team-02"})
+        lead = await api.token("team_lead", team_id="team-01")
+        async with connect(api.ws_url_for(lead)) as ws:
+            first = await subscribe(ws, "*", alerts=True)
+            before = await add_alerts(api, ["team-mate", "own-team"])  # bob is not in the team yet
+            alert_before = await receive(ws)
+
+            await api.add_managers({"bob": "team-01"})
+            joined = await receive(ws, within=CLOSE_DEADLINE_S)
+            marker = await api.add_change(
+                [("m:carol", "day", TODAY, {"calls": 1}), ("m:bob", "day", TODAY, {"calls": 2})]
+            )
+            change = await receive(ws)
+            after = await add_alerts(api, ["other-manager", "team-mate"])
+            alert_after = await receive(ws)
+
+    assert set(first["scopes"]) == {"t:team-01", "m:alice"}
+    assert (alert_before["type"], alert_before["seq"]) == ("alert", before["own-team"])
+    assert (joined["type"], set(joined["scopes"])) == ("snapshot", {"m:bob"})
+    assert (change["type"], change["scope"], change["seq"]) == ("change", "m:bob", marker)
+    assert (alert_after["type"], alert_after["seq"]) == ("alert", after["team-mate"])
+
+
 async def test_revoking_a_token_closes_its_open_connections_and_no_other(api_factory: ApiFactory) -> None:
     async with api_factory(api={"ws_token_recheck_s": RECHECK_S}) as api:
         lobby = await api.token("display", name="lobby wall")

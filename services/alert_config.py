@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 500
 """History entries read per round trip while filtering them (``read_history(keep=...)``)."""
+HISTORY_SCAN_LIMIT = 20_000
+"""History entries one request reads at most while filtering them."""
 KINDS: dict[str, type[BaseModel]] = {"rule": Rule, "silence": Silence, "ack": Acknowledgement}
 """Record key prefix -> the model of its value."""
 
@@ -184,15 +186,21 @@ async def read_history(
     count: int,
     before: str | None = None,
     keep: Callable[[dict[str, Any]], bool] | None = None,
-) -> list[dict[str, Any]]:
-    """The newest history entries (state changes, notifications sent or failed), newest first.
+    scan_limit: int | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The newest history entries (state changes, notifications sent or failed), newest first, and
+    where to go on from (the ``before`` of the next page; None: the history has no older entries).
 
     With ``keep``, the newest ``count`` entries it keeps: older entries are read a page at a time
-    until there are ``count`` of them or the history ends (so a shorter answer means no more).
+    until there are ``count`` of them, the history ends, or ``scan_limit`` (default
+    ``HISTORY_SCAN_LIMIT``) entries were read, so that a caller who sees few of them does not make
+    one request read the whole history: then the answer is shorter and says where it stopped.
     """
+    scan_limit = HISTORY_SCAN_LIMIT if scan_limit is None else scan_limit
     out: list[dict[str, Any]] = []
     newest = f"({before}" if before else "+"
     page_size = count if keep is None else max(count, HISTORY_PAGE)
+    scanned = 0
     while True:
         entries: list[tuple[Any, dict[bytes, bytes]]] = await redis.xrevrange(  # type: ignore[assignment]
             names.history, max=newest, min="-", count=page_size
@@ -200,10 +208,13 @@ async def read_history(
         for entry_id, fields in entries:
             item = orjson.loads(fields[b"data"])
             item["id"] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            scanned += 1
             if keep is None or keep(item):
                 out.append(item)
                 if len(out) == count:
-                    return out
+                    return out, item["id"]
+            if scanned >= scan_limit:
+                return out, item["id"]
         if len(entries) < page_size:
-            return out
+            return out, None
         newest = f"({item['id']}"

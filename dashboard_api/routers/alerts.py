@@ -64,9 +64,14 @@ class ActiveAlerts(BaseModel):
 
 
 class History(BaseModel):
-    """History entries, newest first; pass the last ``id`` as ``before`` for the next page."""
+    """History entries, newest first; pass ``next_before`` as ``before`` for the next page."""
 
     entries: list[dict[str, Any]]
+    next_before: str | None = Field(
+        description="where this page stopped reading: the `before` of the next page; null when the history "
+        "has no older entries. A page can hold fewer than `limit` entries and still have a next one: one "
+        "request reads at most 20,000 entries of the history looking for those the caller may see."
+    )
 
 
 class AckRequest(BaseModel):
@@ -214,5 +219,7 @@ async def history(
     before: Annotated[str | None, Query(description="entry id to page before", pattern=r"^\d+-\d+$")] = None,
 ) -> History:
     keep = None if readable.principal.reads_everything else readable.allows_alert
-    entries = await alert_config.read_history(redis, _names(settings), count=limit, before=before, keep=keep)
-    return History(entries=entries)
+    entries, next_before = await alert_config.read_history(
+        redis, _names(settings), count=limit, before=before, keep=keep
+    )
+    return History(entries=entries, next_before=next_before)

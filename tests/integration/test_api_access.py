@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from dashboard_api.app import API_PREFIX
 from dashboard_api.auth import CLOSE_UNAUTHORIZED, get_principal, route_authorizers
 from dashboard_api.routers.live import REFUSED_CLOSE_REASON
-from services import cli, token_command
+from services import alert_config, cli, token_command
 from services.auth import hash_token
 from services.localinfra.redis_server import RedisServer
 from services.topics import AlertNames, AuthKeys
@@ -361,16 +361,37 @@ async def test_a_team_leads_history_pages_through_other_teams_alerts(api: Runnin
             await pipe.execute()
     as_lead = {"Authorization": f"Bearer {tokens['team_lead']}"}
 
-    async def page(**params: Any) -> list[str]:
-        response = await api.http.get(f"{API_PREFIX}/alerts/history", params=params, headers=as_lead)
-        assert response.status_code == 200, response.text
-        return [entry["id"] for entry in response.json()["entries"]]
+    first, after_first = await history_page(api, as_lead, limit=2)
+    rest, after_rest = await history_page(api, as_lead, limit=2, before=after_first)
 
-    first = await page(limit=2)
-    rest = await page(limit=2, before=first[-1])
+    assert first == [own[2], own[1]] and after_first == own[1]
+    assert rest == [own[0]] and after_rest is None  # the history holds no more
 
-    assert first == [own[2], own[1]]
-    assert rest == [own[0]]  # shorter than the limit: the history holds no more for this token
+
+async def history_page(api: RunningApi, headers: dict[str, str], **params: Any) -> tuple[list[str], str | None]:
+    """The entry ids of one history page, and its ``next_before``."""
+    response = await api.http.get(f"{API_PREFIX}/alerts/history", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return [entry["id"] for entry in response.json()["entries"]], response.json()["next_before"]
+
+
+async def test_a_history_page_reads_a_bounded_stretch_of_the_history(
+    api: RunningApi, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(alert_config, "HISTORY_SCAN_LIMIT", 1000)
+    history = AlertNames.from_settings(api.settings).history
+    own = await api.redis.xadd(history, {"data": alert_entry("own-team")})
+    async with api.redis.pipeline(transaction=False) as pipe:
+        for _ in range(1500):
+            pipe.xadd(history, {"data": alert_entry("other-team")})
+        foreign = await pipe.execute()
+    as_lead = {"Authorization": f"Bearer {tokens['team_lead']}"}
+
+    first, after_first = await history_page(api, as_lead, limit=5)
+    rest, after_rest = await history_page(api, as_lead, limit=5, before=after_first)
+
+    assert first == [] and after_first == foreign[-1000]  # nothing to see in the 1,000 entries read
+    assert rest == [own] and after_rest is None
 
 
 async def test_tokens_over_the_api(api: RunningApi) -> None:

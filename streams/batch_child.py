@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import gc
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +34,7 @@ from services import kafka
 from services.settings import load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
-from streams.frames import die_with_parent, read_frame, write_frame
+from streams.frames import read_frame, write_frame
 from streams.processor import RETRY_INITIAL_S, RETRY_MAX_S, BatchProcessor, RawRecord, apply_until_done
 from streams.store import OverlappedStore, PreviousCommitFailed
 from streams.updates_relay import UpdatesRelay, producer_sender
@@ -40,8 +42,17 @@ from streams.updates_relay import UpdatesRelay, producer_sender
 log = logging.getLogger("streams.batch_child")
 
 COMMIT_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
 MERGE_LIMIT = 5000
 """Records of waiting batches applied together in one commit, at most."""
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (a SIGKILLed worker leaves no orphan)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux: end of input still stops it
+        log.debug("parent-death signal not available")
 
 
 @dataclass

@@ -1,26 +1,20 @@
-"""Length-prefixed frames between this project's processes and the children they start (trusted,
-same host, same interpreter): the stream worker and its batch process, a replay and its reader.
+"""Length-prefixed frames between the stream worker and its batch process (trusted, same host).
 
 A frame is a 4-byte big-endian length and a :mod:`marshal` dump of a tuple (of tuples, lists,
 dicts, strings, bytes, numbers and None). marshal writes a batch of record rows five times faster
-than pickle; its format is only stable within a Python version, which both ends share: the parent
-starts the child with its own interpreter. Nothing else writes to these pipes.
+than pickle (in the faust process, whose core is the worker's limit); its format is only stable
+within a Python version, which both ends share: the worker starts the batch process with its own
+interpreter. Nothing else writes to these pipes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import logging
 import marshal
-import signal
 import struct
 from typing import IO, Any
 
-log = logging.getLogger(__name__)
-
 _HEADER = struct.Struct(">I")
-PR_SET_PDEATHSIG = 1
 
 
 def encode_frame(message: tuple[Any, ...]) -> bytes:
@@ -43,11 +37,3 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
     (size,) = _HEADER.unpack(header)
     message: tuple[Any, ...] = marshal.loads(await reader.readexactly(size))
     return message
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this (child) process when its parent dies: a SIGKILLed parent leaves no orphan."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (AttributeError, OSError):  # not Linux: end of input still stops it
-        log.debug("parent-death signal not available")

@@ -68,7 +68,7 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError)
 
 
 class RawRecord(NamedTuple):
-    """A record as read from the events topic (a tuple: rows from the reader processes convert cheaply)."""
+    """A record as read from the events topic (a tuple: a row from the worker's pipe becomes one cheaply)."""
 
     topic: str
     partition: int

@@ -311,7 +311,8 @@ async def _apply_log(
         except PreviousCommitFailed as failed:
             raise RuntimeError(
                 f"a commit of the replay did not apply ({failed}): if another process writes the same "
-                "state, stop the workers; then replay again (it continues from the last commit applied)"
+                "state, stop the workers; then run `crm-pulse replay --keep`, which continues from the "
+                "last commit applied (an import's records are in the events topic already)"
             ) from failed
         if result.rewind:
             raise RuntimeError(

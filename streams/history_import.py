@@ -103,8 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only produce the records; leave applying them to the running workers",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"records per state commit while catching up (default {DEFAULT_BATCH}); larger batches are faster "
+        "and take more memory",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
     if not args.file.is_file():
         parser.error(f"no such file: {args.file}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -112,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         sent = asyncio.run(
-            import_history(settings, args.file, catch_up=not args.no_catch_up, show_progress=not args.quiet)
+            import_history(
+                settings,
+                args.file,
+                catch_up=not args.no_catch_up,
+                show_progress=not args.quiet,
+                batch_size=args.batch_size,
+            )
         )
     except OSError as exc:
         print(f"import: {exc}", file=sys.stderr)

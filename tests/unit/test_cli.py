@@ -168,3 +168,14 @@ def test_tokens_create_needs_a_role_and_a_name(capsys: pytest.CaptureFixture[str
         cli.main(["tokens", "create", "--role", "boss", "--name", "x"])
     assert exited.value.code == 2
     assert "invalid choice: 'boss'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["streams.replay", "streams.history_import"])
+def test_a_batch_size_below_one_is_refused(module: str, tmp_path: Path) -> None:
+    """A batch of no records would never end the replay: refused before anything starts."""
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    args = ["--batch-size", "0", *([str(history)] if module == "streams.history_import" else [])]
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--batch-size must be at least 1" in done.stderr

@@ -127,9 +127,12 @@ async def ensure_product_topics(settings: Settings) -> list[str]:
     return created
 
 
-async def records_to_end(settings: Settings, topic: str) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+async def records_to_end(
+    settings: Settings, topic: str, *, last: int | None = None
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of a topic from its beginning to its end as of the call, partition by partition in
-    offset order (to rebuild state from a compacted topic). A missing topic has none."""
+    offset order (to rebuild state from a compacted topic), or only the ``last`` records of each
+    partition. A missing topic has none."""
     partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
     if not partitions:
         return
@@ -145,6 +148,9 @@ async def records_to_end(settings: Settings, topic: str) -> AsyncIterator[Consum
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         ends = await reader.end_offsets(partitions)
+        if last is not None:
+            for tp in partitions:
+                reader.seek(tp, max(await reader.position(tp), ends[tp] - last))
         pending = {tp for tp in partitions if await reader.position(tp) < ends[tp]}
         while pending:
             fetched = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)

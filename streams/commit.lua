@@ -64,7 +64,7 @@ end
 
 -- increments: one JSON array of [key, time index key or '', score or '', deltas, new]; deltas are
 -- either an object {field: delta} of integers below 2^53 (exact in a Lua number; zeros skipped) or a
--- list [field, delta, field, delta, ...] of decimal strings (for larger ones);
+-- list [field, delta, field, delta, ...] of decimal strings (for larger ones, and for keys known new);
 -- new = 1 when the key is known to be absent, else 0 (and the script looks); an absent key's
 -- deltas are its values, set in one HSET; a field that reaches 0 is removed. A bucket key goes
 -- into its granularity's time index (a sorted set scored by the bucket's end) in the same atomic

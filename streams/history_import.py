@@ -21,7 +21,7 @@ import orjson
 
 from services import kafka
 from services.settings import Settings, load_settings
-from streams.replay import DEFAULT_BATCH, ProgressLine, replay
+from streams.replay import DEFAULT_BATCH, ProgressLine, add_batch_size_argument, replay
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only produce the records; leave applying them to the running workers",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH,
-        help=f"records per state commit while catching up (default {DEFAULT_BATCH}); larger batches are faster "
-        "and take more memory",
-    )
+    add_batch_size_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
     if not args.file.is_file():
         parser.error(f"no such file: {args.file}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -24,6 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis import Redis as SyncRedis
@@ -32,7 +33,14 @@ from redis.asyncio import Redis
 from services import kafka
 from services.kpis.contributions import to_us
 from services.quota_store import restore_quotas
-from services.schemas.events import EventRejected, ValidationPolicy, check_time, decode_json, validate_payload
+from services.schemas.events import (
+    CrmEvent,
+    EventRejected,
+    Rejection,
+    ValidationPolicy,
+    check_time,
+    validate_values,
+)
 from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
@@ -120,36 +128,20 @@ async def peek_watermark(settings: Settings) -> int | None:
     was already below the watermark; only a repeated event id, which is ignored, can leave the
     watermark below it (so the caller checks at the end)."""
     policy = ValidationPolicy.from_settings(settings.business)
-    topic = settings.kafka.events_topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    latest: datetime | None = None
-    try:
-        tps = [TopicPartition(topic, partition) for partition in await kafka.partition_ids(settings, topic)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        firsts = await consumer.beginning_offsets(tps)
-        reading = {tp for tp in tps if ends[tp] > firsts[tp]}
-        for tp in reading:
-            consumer.seek(tp, max(firsts[tp], ends[tp] - PEEK_RECORDS))
-        while reading:
-            fetched = await consumer.getmany(*reading, timeout_ms=1000)
-            for tp, messages in fetched.items():
-                for message in messages:
-                    try:
-                        event = validate_payload(decode_json(message.value or b""), policy)
-                        check_time(
-                            event, policy, now=datetime.fromtimestamp(message.timestamp / 1000, UTC), watermark=None
-                        )
-                    except EventRejected:
-                        continue
-                    if latest is None or event.occurred_at > latest:
-                        latest = event.occurred_at
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    reading.discard(tp)
-    finally:
-        await consumer.stop()
-    return to_us(latest) if latest is not None else None
+    messages = [m async for m in kafka.records_to_end(settings, settings.kafka.events_topic, last=PEEK_RECORDS)]
+    latest: int | None = None
+    for message, item in zip(messages, validate_values([m.value or b"" for m in messages], policy), strict=True):
+        if type(item) is Rejection:
+            continue
+        event = cast(CrmEvent, item)
+        try:
+            check_time(event, policy, now=datetime.fromtimestamp(message.timestamp / 1000, UTC), watermark=None)
+        except EventRejected:
+            continue
+        t_us = to_us(event.occurred_at)
+        if latest is None or t_us > latest:
+            latest = t_us
+    return latest
 
 
 async def _replay_once(
@@ -330,6 +322,28 @@ async def _apply_log(
     return read
 
 
+class _BatchSize(argparse.Action):
+    """``--batch-size``: at least 1 (a batch of no records would never end a replay)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, _: Any = None
+    ) -> None:
+        if value < 1:
+            parser.error("--batch-size must be at least 1")
+        setattr(namespace, self.dest, value)
+
+
+def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--batch-size`` option of the commands that replay (replay, import)."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        action=_BatchSize,
+        default=DEFAULT_BATCH,
+        help=f"records per state commit (default {DEFAULT_BATCH}); larger batches are faster and take more memory",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="crm-pulse replay",
@@ -340,16 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not wipe the state first: continue from the offsets the state holds",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH,
-        help=f"records per state commit (default {DEFAULT_BATCH}); larger batches are faster and take more memory",
-    )
+    add_batch_size_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     started = time.monotonic()

@@ -60,13 +60,15 @@ async def assert_worker_counters(
 async def produce_simulated(
     settings: Settings, *, seed: int, days: int, count: int, end: datetime | None = None
 ) -> list[SimRecord]:
-    """``count`` simulated records from ``days`` ago on (until ``end`` at most; 9 managers, 3 teams;
-    2 % duplicates, 5 % out of order, 2 % malformed), written to the events topic."""
+    """``count`` simulated records from ``days`` ago on (until ``end`` at most, and never past the wall
+    clock; 9 managers, 3 teams; 2 % duplicates, 5 % out of order, 2 % malformed), written to the events
+    topic. The simulated calendar skips weekends, so a few days' records run on past today's date."""
     config = SimulationConfig.from_business(
         settings.business, managers=9, teams=3, duplicates=0.02, out_of_order=0.05, malformed=0.02
     )
-    start = datetime.now(UTC) - timedelta(days=days)
-    records = list(Simulation(config, seed=seed).records(start, end=end, count=count))
+    now = datetime.now(UTC)
+    end = now if end is None else min(end, now)
+    records = list(Simulation(config, seed=seed).records(now - timedelta(days=days), end=end, count=count))
     async with KafkaSink(settings.kafka.bootstrap_servers, settings.kafka.events_topic) as sink:
         await sink.write(records)
     return records

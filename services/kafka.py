@@ -127,6 +127,14 @@ async def ensure_product_topics(settings: Settings) -> list[str]:
     return created
 
 
+async def bounds(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Each partition's first and end offsets (ask them before assigning the partitions, see
+    :func:`records_to_end`)."""
+    return await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
+
+
 async def records_to_end(
     settings: Settings, topic: str, *, last: int | None = None
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
@@ -145,13 +153,18 @@ async def records_to_end(
     )
     await reader.start()
     try:
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
+        # The offsets are asked before any partition is assigned: once one is, the consumer's fetch
+        # waits up to fetch_max_wait_ms at its end, and the broker answers an offsets request on the
+        # same connection only after it (0.5 s for an empty topic).
+        starts, ends = await bounds(reader, partitions)
         if last is not None:
-            for tp in partitions:
-                reader.seek(tp, max(await reader.position(tp), ends[tp] - last))
-        pending = {tp for tp in partitions if await reader.position(tp) < ends[tp]}
+            starts = {tp: max(start, ends[tp] - last) for tp, start in starts.items()}
+        pending = {tp for tp in partitions if starts[tp] < ends[tp]}
+        if not pending:
+            return
+        reader.assign(list(pending))
+        for tp in pending:
+            reader.seek(tp, starts[tp])
         while pending:
             fetched = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
             for tp, messages in fetched.items():

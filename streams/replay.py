@@ -187,18 +187,12 @@ async def _replay_once(
         if not tps:
             log.warning("topic %s has no partitions: nothing to replay", settings.kafka.events_topic)
             return 0, None
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        firsts, ends = await kafka.bounds(consumer, tps)
         stored = await store.all_offsets()
-        starts: dict[TopicPartition, int] = {}
+        starts = {tp: stored.get(f"{tp.topic}:{tp.partition}", firsts[tp]) for tp in tps}
+        consumer.assign(tps)
         for tp in tps:
-            position = stored.get(f"{tp.topic}:{tp.partition}")
-            if position is None:
-                await consumer.seek_to_beginning(tp)
-                position = await consumer.position(tp)
-            else:
-                consumer.seek(tp, position)
-            starts[tp] = position
+            consumer.seek(tp, starts[tp])
         remaining = {tp for tp in tps if starts[tp] < ends[tp]}
         total = sum(ends[tp] - starts[tp] for tp in tps)
         log.info("replay: reading %d records from %d partitions", total, len(tps))

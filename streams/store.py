@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, BucketKey, Contributions, DealEvent, Win
 from services.topics import RedisKeys
@@ -259,6 +260,15 @@ class StateStore:
         return args
 
 
+def resp_command(args: list[str | bytes | int]) -> bytes:
+    """A command in the Redis protocol (RESP), as one buffer."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if type(arg) is bytes else str(arg).encode()
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
 class SoleWriterStore(StateStore):
     """The store of a replay onto wiped state: it is the only writer, so it reads nothing back.
 
@@ -273,6 +283,12 @@ class SoleWriterStore(StateStore):
     order, one at a time, and each is still fenced: if another writer touched the state, the commit
     fails, every later one with it, and the replay stops with that error (:meth:`flush` or a later
     :meth:`commit` raises it).
+
+    A commit goes out as one buffer, packed on the event loop's thread: the client would send its
+    pieces (one per 6 kB) with a call each, and after each the commit thread waits for the
+    interpreter lock, which the busy main thread yields only every few milliseconds. Sent in
+    pieces, a 20,000-record commit took 0.35-0.5 s to reach Redis and apply, with 0.1-0.15 s of it
+    in Redis.
     """
 
     check_claims = False
@@ -287,7 +303,7 @@ class SoleWriterStore(StateStore):
         self._watermark_us: int | None = None
         self._written: set[str] = set()
         self._writer = writer
-        self._sync_script = writer.register_script(_COMMIT_SCRIPT)
+        self._sha = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._pending: deque[asyncio.Future[str]] = deque()
 
@@ -339,12 +355,25 @@ class SoleWriterStore(StateStore):
         self._values.update(commit.values)
         if commit.watermark_us is not None and (self._watermark_us is None or commit.watermark_us > self._watermark_us):
             self._watermark_us = commit.watermark_us
-        args = self.commit_args(commit)
-        self._pending.append(asyncio.get_running_loop().run_in_executor(self._thread, self._apply, args))
+        packed = resp_command(["EVALSHA", self._sha, 0, *self.commit_args(commit)])
+        self._pending.append(asyncio.get_running_loop().run_in_executor(self._thread, self._apply, packed))
         return ""
 
-    def _apply(self, args: list[str | bytes | int]) -> str:
-        return self.applied(self._sync_script(args=args))
+    def _apply(self, packed: bytes) -> str:
+        pool = self._writer.connection_pool
+        connection = pool.get_connection()
+        try:
+            for attempt in range(2):
+                connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
+                try:
+                    return self.applied(connection.read_response())
+                except NoScriptError:  # a Redis started afresh: load the script and send again
+                    if attempt:
+                        raise
+                    self._writer.script_load(_COMMIT_SCRIPT)
+            raise AssertionError("unreachable")
+        finally:
+            pool.release(connection)
 
     async def flush(self) -> None:
         """Wait for every commit queued (and raise the first error, if one failed)."""

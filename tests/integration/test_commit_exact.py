@@ -96,3 +96,25 @@ async def test_revenue_beyond_two_to_the_53_is_exact(settings: Settings, sole_wr
         if isinstance(store, SoleWriterStore):
             store.close()
         await redis.aclose()
+
+
+async def test_a_sole_writer_loads_the_script_again_when_redis_lost_it(settings: Settings) -> None:
+    # A commit goes out as EVALSHA of the script's digest; a Redis started afresh (or SCRIPT FLUSH)
+    # answers NOSCRIPT, and the store loads the script and sends the commit again.
+    keys = RedisKeys.from_settings(settings)
+    redis = Redis.from_url(settings.redis.url)
+    store = SoleWriterStore(redis, keys, claim_ttl_s=3600, writer=SyncRedis.from_url(settings.redis.url))
+    try:
+        values = [value for index, amount in enumerate(AMOUNTS[2:]) for value in won(index, amount)]
+        processor = BatchProcessor(settings, store, no_rejects)
+        stamp = int(AT.timestamp() * 1000)
+        for offset, value in enumerate(values):
+            await redis.script_flush()
+            await processor.process([RawRecord("crm.events", 0, offset, stamp, None, value)])
+            await store.flush()
+        day = await redis.hgetall(keys.bucket("c", "day", "2026-11-27"))
+        assert int(day[b"deals_won"]) == 2
+        assert int(day[b"revenue"]) == sum(int(Decimal(amount) * MONEY_SCALE) for amount in AMOUNTS[2:])
+    finally:
+        store.close()
+        await redis.aclose()

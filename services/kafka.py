@@ -127,6 +127,11 @@ async def ensure_product_topics(settings: Settings) -> list[str]:
     return created
 
 
+OFFSETS_BACKOFF_MS = 20
+"""The retry backoff of a consumer that asks offsets first thing: its first request finds the topic's
+metadata unknown, asks for it, and waits one backoff (aiokafka's default, 100 ms) before going on."""
+
+
 async def bounds(
     consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
 ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
@@ -150,6 +155,7 @@ async def records_to_end(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="crm-pulse-restore",
+        retry_backoff_ms=OFFSETS_BACKOFF_MS,
     )
     await reader.start()
     try:

@@ -174,6 +174,7 @@ async def _replay_once(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
+        retry_backoff_ms=kafka.OFFSETS_BACKOFF_MS,
     )
     await consumer.start()
     try:

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import statistics
 import sys
 import time
 import uuid
@@ -336,7 +337,7 @@ async def measure_faust_noop(
         "bench.faust_noop",
         ["--mode", mode, "--expected", str(count), "--report-key", report_key],
         settings,
-        servers.logs / f"{stage}-faust-noop.log",
+        servers.logs / f"{settings.redis.key_prefix}-faust-noop.log",  # (unique per round)
     ).start()
     result = Measurement(stage, TITLES[stage])
     redis = Redis.from_url(settings.redis.url)
@@ -392,7 +393,7 @@ async def measure_workers(
             "streams.worker",
             ["--loglevel", "info", "--web-port", str(46066 + index)],
             settings,
-            servers.logs / f"{stage}-worker{index + 1}{'-profile' if profile else ''}.log",
+            servers.logs / f"{settings.redis.key_prefix}-worker{index + 1}{'-profile' if profile else ''}.log",
             python_args=["-m", "cProfile", "-o", str(profile)] if profile else (),
         )
         for index in range(workers)
@@ -453,7 +454,7 @@ async def measure_replay(
         "streams.replay",
         ["--quiet", *(["--keep"] if stage == "f" else [])],
         settings,
-        servers.logs / (f"{stage}-replay-profile.log" if profile else f"{stage}-replay.log"),
+        servers.logs / f"{settings.redis.key_prefix}-replay{'-profile' if profile else ''}.log",
         python_args=["-m", "cProfile", "-o", str(profile)] if profile else (),
     ).start()
     redis = Redis.from_url(settings.redis.url)
@@ -597,31 +598,40 @@ async def run(args: argparse.Namespace) -> int:
         if count < args.events:
             say(f"warning: the simulation produced only {count:,} records")
 
-        measured: dict[str, Measurement] = {}
+        rounds: list[dict[str, Measurement]] = []
         settings_of: dict[str, Settings] = {}
         compared: list[str]
         # A freshly started broker is still JIT-compiling: read the topic once, unmeasured, first.
         say("warming the broker up: one unmeasured read of the topic")
         await measure_bare_consumer(base, servers, count, args.timeout)
         code_seen: dict[str, str] = {"start": source_digest()}
-        for stage in stages:
-            say(f"({stage}) {TITLES[stage]} ...")
-            code_seen[stage] = source_digest()
-            if stage == "a":
-                measured[stage] = await measure_bare_consumer(base, servers, count, args.timeout)
-            elif stage in ("b", "b2"):
-                measured[stage] = await measure_faust_noop(stage, servers, topic, count, args.timeout)
-            elif stage in ("c", "d"):
-                measured[stage], settings_of[stage] = await measure_workers(
-                    stage, servers, topic, count, 1 if stage == "c" else 2, args.timeout
-                )
-            else:
-                measured[stage], settings_of[stage] = await measure_replay(
-                    servers, topic, count, args.timeout, stage=stage
-                )
-            m = measured[stage]
-            notes = f"; {m.notes}" if m.notes else ""
-            say(f"({stage}) {'done' if m.ok else 'FAILED'}: {fmt(m.rate)} events/s{notes}")
+        for round_no in range(1, args.rounds + 1):
+            # Each round runs every stage again, so that each ratio is taken between measurements
+            # minutes apart at most; the state check compares the last round's states.
+            if settings_of:
+                await cleanup_redis(base, [s.redis.key_prefix for s in settings_of.values()])
+                settings_of = {}
+            measured: dict[str, Measurement] = {}
+            mark = f"round {round_no}/{args.rounds}: " if args.rounds > 1 else ""
+            for stage in stages:
+                say(f"{mark}({stage}) {TITLES[stage]} ...")
+                code_seen[f"{stage}{round_no}"] = source_digest()
+                if stage == "a":
+                    measured[stage] = await measure_bare_consumer(base, servers, count, args.timeout)
+                elif stage in ("b", "b2"):
+                    measured[stage] = await measure_faust_noop(stage, servers, topic, count, args.timeout)
+                elif stage in ("c", "d"):
+                    measured[stage], settings_of[stage] = await measure_workers(
+                        stage, servers, topic, count, 1 if stage == "c" else 2, args.timeout
+                    )
+                else:
+                    measured[stage], settings_of[stage] = await measure_replay(
+                        servers, topic, count, args.timeout, stage=stage
+                    )
+                m = measured[stage]
+                notes = f"; {m.notes}" if m.notes else ""
+                say(f"{mark}({stage}) {'done' if m.ok else 'FAILED'}: {fmt(m.rate)} events/s{notes}")
+            rounds.append(measured)
 
         profile_text = ""
         for target in ("replay", "worker"):
@@ -677,27 +687,14 @@ async def run(args: argparse.Namespace) -> int:
         if servers.external["redis"]:
             await cleanup_redis(base, [s.redis.key_prefix for s in settings_of.values()])
 
-    rates = {stage: m.rate for stage, m in measured.items()}
-    ratios = {
-        "c/b": ratio(rates.get("c"), rates.get("b")),
-        "c/b2": ratio(rates.get("c"), rates.get("b2")),
-        "c/a": ratio(rates.get("c"), rates.get("a")),
-        "d/c": ratio(rates.get("d"), rates.get("c")),
-        "e/a": ratio(rates.get("e"), rates.get("a")),
-        "b/a": ratio(rates.get("b"), rates.get("a")),
-        "b2/a": ratio(rates.get("b2"), rates.get("a")),
-        "e/c": ratio(rates.get("e"), rates.get("c")),
-        "f/a": ratio(rates.get("f"), rates.get("a")),
-    }
-    cpu_cost = {stage: m.cpu_us_per_event for stage, m in measured.items()}
-    # Cost ratios are inverted (baseline / measured) so that, like the rate ratios, below 1 means slower.
-    cost_ratios = {
-        key: ratio(cpu_cost.get(key.split("/")[1]), cpu_cost.get(key.split("/")[0]))
-        for key in ("c/b", "c/b2", "c/a", "e/a", "e/c", "f/a")
-    }
+    measured = rounds[-1]
+    by_round = [rate_ratios(one) for one in rounds]
+    cost_by_round = [cost_ratios_of(one) for one in rounds]
+    ratios = median_ratios(by_round)
+    cost_ratios = median_ratios(cost_by_round)
     record = {
         "run_id": run_id,
-        "cpu_us_per_event": cpu_cost,
+        "cpu_us_per_event": {stage: m.cpu_us_per_event for stage, m in measured.items()},
         "redis_us_per_event": {stage: m.redis_us_per_event for stage, m in measured.items()},
         "cpu_cost_ratios": cost_ratios,
         "parameters": {
@@ -707,6 +704,7 @@ async def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "managers": produced["managers"],
             "stages": stages,
+            "rounds": args.rounds,
             "worker_batch_size": base.worker.batch_size,
             "worker_batch_within_s": base.worker.batch_within_s,
             "external_servers": servers.external,
@@ -714,16 +712,43 @@ async def run(args: argparse.Namespace) -> int:
         "produced": produced,
         "measurements": {stage: asdict(m) for stage, m in measured.items()},
         "ratios": ratios,
+        "ratios_by_round": by_round,
+        "cpu_cost_ratios_by_round": cost_by_round,
+        "earlier_rounds": [{stage: asdict(m) for stage, m in one.items()} for one in rounds[:-1]],
         "state_check": verdict,
         "source_digest": code_seen,
         "logs": str(servers.logs),
     }
     path = append_result(NAME, record)
-    print_summary(args, produced, measured, ratios, cost_ratios, verdict, path)
+    print_summary(args, produced, measured, ratios, cost_ratios, verdict, path, by_round)
     if profile_text:
         print(profile_text)
     failed = [m for m in measured.values() if not m.ok]
     return 1 if failed or verdict.get("pass") is False else 0
+
+
+def rate_ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
+    rates = {stage: m.rate for stage, m in measured.items()}
+    return {key: ratio(rates.get(key.split("/")[0]), rates.get(key.split("/")[1])) for key in RATIO_LABELS}
+
+
+def cost_ratios_of(measured: dict[str, Measurement]) -> dict[str, float | None]:
+    """Cost ratios are inverted (baseline / measured) so that, like the rate ratios, below 1 means slower."""
+    cost = {stage: m.cpu_us_per_event for stage, m in measured.items()}
+    return {
+        key: ratio(cost.get(key.split("/")[1]), cost.get(key.split("/")[0]))
+        for key in ("c/b", "c/b2", "c/a", "e/a", "e/c", "f/a")
+    }
+
+
+def median_ratios(by_round: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Each ratio's median over the rounds that have it."""
+    keys = dict.fromkeys(key for one in by_round for key in one)
+    medians: dict[str, float | None] = {}
+    for key in keys:
+        values = [value for one in by_round if (value := one.get(key)) is not None]
+        medians[key] = statistics.median(values) if values else None
+    return medians
 
 
 async def cleanup_redis(settings: Settings, prefixes: list[str]) -> None:
@@ -745,6 +770,7 @@ def print_summary(
     cost_ratios: dict[str, float | None],
     verdict: dict[str, Any],
     path: Path,
+    by_round: list[dict[str, float | None]],
 ) -> None:
     kind = "with faults " + json.dumps(produced["fault_rates"]) if args.faults else "valid only"
     print(
@@ -773,21 +799,17 @@ def print_summary(
             print(f"      {m.extra['commits']:,} state commits, {m.extra['mean_batch']} events per batch on average")
         if m.extra.get("conflicts"):
             print(f"      commit conflicts retried: {m.extra['conflicts']}")
-    print("\n  ratios:")
-    labels = {
-        "c/b": "worker / faust no-op",
-        "c/b2": "worker / faust no-op take_events",
-        "c/a": "worker / bare consumer",
-        "d/c": "2 workers / 1 worker",
-        "e/a": "replay / bare consumer",
-        "b/a": "faust no-op / bare consumer",
-        "b2/a": "faust take_events / bare consumer",
-        "e/c": "replay / worker",
-        "f/a": "import path / bare consumer",
-    }
+    labels = RATIO_LABELS
+    if len(by_round) > 1:
+        print(f"\n  ratios (median of {len(by_round)} rounds; the table above is the last round's):")
+    else:
+        print("\n  ratios:")
     for key, label in labels.items():
         if ratios.get(key) is not None:
-            print(f"    ({key.replace('/', ')/(')}) {label:<36} {ratios[key]:.3f}")
+            each = ""
+            if len(by_round) > 1:
+                each = "   rounds: " + " ".join(fmt(one.get(key), ".3f") for one in by_round)
+            print(f"    ({key.replace('/', ')/(')}) {label:<36} {ratios[key]:.3f}{each}")
     shown = {k: v for k, v in cost_ratios.items() if v is not None}
     if shown:
         print("  the same by CPU cost per event (baseline cost / measured cost; steadier when the machine is busy):")
@@ -811,6 +833,19 @@ def print_summary(
     if verdict.get("code_changed"):
         print("  WARNING: the code under test (services/, streams/, dashboard_api/) changed during this run")
     print(f"\n  results appended to {path}")
+
+
+RATIO_LABELS = {
+    "c/b": "worker / faust no-op",
+    "c/b2": "worker / faust no-op take_events",
+    "c/a": "worker / bare consumer",
+    "d/c": "2 workers / 1 worker",
+    "e/a": "replay / bare consumer",
+    "b/a": "faust no-op / bare consumer",
+    "b2/a": "faust take_events / bare consumer",
+    "e/c": "replay / worker",
+    "f/a": "import path / bare consumer",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -846,6 +881,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(STAGES),
         help="comma-separated stages to run, of a,b,b2,c,d,e,f (default: all)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the stages this many times over, in turn, and report each ratio's median over the rounds "
+        "(on a noisy machine a single round's ratios swing; default 1)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds each stage may take (default 120)")
     parser.add_argument(
         "--profile",
@@ -863,6 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in args.only if s not in STAGES]
     if unknown:
         parser.error(f"unknown stages {unknown}; choose from {','.join(STAGES)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.events < 1000:
         parser.error("--events must be at least 1000")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a fresh broker's first group join warns

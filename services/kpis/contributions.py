@@ -210,7 +210,8 @@ def expand_cells(
                 minutes[(scopes, hour)] = of_hour = {}
             for field, value in fields.items():
                 of_hour[prefix + field] = value
-        _merge(hours, (scopes, hour), fields)
+        if (hour + 1) * 3600 > hour_cut or (hour // 24 + 1) * 86_400 > utcday_cut:  # (else both expired)
+            _merge(hours, (scopes, hour), fields)
         _merge(days, (scopes, *local_labels(minute * 60_000_000)), fields)
     utc_labels = calendar.utc_labels
     for (scopes, hour), fields in minutes.items():

@@ -160,3 +160,24 @@ def test_expanded_buckets_end_where_their_labels_say(instant: datetime, zone: Zo
     assert minute_location(Calendar(zone).buckets(to_us(instant)).minute)[0] in {
         label for granularity, label in ends if granularity == "minute"
     }
+
+
+MINUTES_2026 = st.integers(epoch("2026-03-01T00:00:00+00:00") // 60, epoch("2026-03-20T00:00:00+00:00") // 60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    minutes=st.lists(st.tuples(st.sampled_from([("m:ann", "c:"), ("m:bob", "t:x", "c:")]), MINUTES_2026), max_size=40),
+    cuts=st.fixed_dictionaries({g: MINUTES_2026.map(lambda minute: minute * 60) for g in BUCKET_GRANULARITIES}),
+    zone=st.sampled_from(ZONES),
+)
+def test_cutoffs_leave_out_exactly_the_buckets_ending_at_or_before_them(
+    minutes: list[tuple[tuple[str, ...], int]], cuts: dict[str, int], zone: ZoneInfo
+) -> None:
+    # Cut or not, every bucket left holds what it holds uncut: a coarser bucket still sums the finer
+    # ones that expired before it (an hour past its cutoff in a UTC day that is not).
+    cells: Cells = {(scopes, minute): {"calls": 1, "call_duration_s": minute % 7} for scopes, minute in minutes}
+    whole, whole_ends = expand_cells(cells, Calendar(zone))
+    cut, cut_ends = expand_cells(cells, Calendar(zone), cuts)
+    assert cut == {bucket: fields for bucket, fields in whole.items() if whole_ends[bucket[1:]] > cuts[bucket[1]]}
+    assert cut_ends == {bucket: end for bucket, end in whole_ends.items() if end > cuts[bucket[0]]}

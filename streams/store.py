@@ -172,6 +172,9 @@ class StateStore:
     check_claims = True
     """Whether commit.lua checks that no claim exists yet (only a sole writer knows without looking)."""
 
+    text_deltas = False
+    """Whether every bucket's deltas go as decimal texts (see :meth:`commit_args`), not only a new key's."""
+
     def _is_new(self, key: str) -> bool:
         """Whether a bucket key is known to be absent, so its first write may set its fields (only a sole
         writer of a wiped state knows; see :class:`SoleWriterStore`)."""
@@ -221,7 +224,7 @@ class StateStore:
             new = 1 if is_new(key) else 0
             fields: dict[str, int] | list[str] = (
                 deltas
-                if not new and max(values) < EXACT_IN_LUA and min(values) > -EXACT_IN_LUA
+                if not new and not self.text_deltas and max(values) < EXACT_IN_LUA and min(values) > -EXACT_IN_LUA
                 else [item for measure, delta in deltas.items() if delta for item in (measure, str(delta))]
             )
             if granularity == CURRENT:
@@ -483,6 +486,7 @@ class BulkStore(OverlappedStore):
     """
 
     ANNOUNCE_CHUNK = 500
+    text_deltas = True
 
     def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)

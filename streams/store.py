@@ -483,6 +483,11 @@ class BulkStore(OverlappedStore):
     history file, all of it relayed to ``kpi.updates``. So the batches write no feed entry; the
     store notes the buckets they touched, and :meth:`announce` writes each one's final values once,
     at the end, in entries of ``ANNOUNCE_CHUNK`` buckets.
+
+    A commit is held until the next batch has read what it needs (its offsets, claims, deals and
+    customers, answered as if the commit held had applied, like the one in flight): Redis runs one
+    script at a time, so reads sent after a commit wait until it applied (0.5 s for a batch of
+    20,000 records). Sent after the reads, the commit applies while the next batch is computed.
     """
 
     ANNOUNCE_CHUNK = 500
@@ -491,16 +496,35 @@ class BulkStore(OverlappedStore):
     def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
         self.touched: set[BucketKey] = set()
+        self._held: Commit | None = None
 
     async def commit(self, commit: Commit) -> str:
+        await self._send_held()
+        await self.settle()
         commit.feed = False
-        await super().commit(commit)
+        self._held = self._overlay = commit
         self.touched.update(
             bucket
             for bucket, deltas in commit.contributions.items()
             if bucket[1] in CHANGE_FEED_GRANULARITIES and any(deltas.values())
         )
         return ""
+
+    async def _send_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await OverlappedStore.commit(self, held)
+
+    async def settle(self) -> None:
+        await self._send_held()
+        await super().settle()
+
+    async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
+        """(The last read of a batch, when it has deals that change a customer's wins: the commit held
+        goes now; otherwise it goes with the next commit.)"""
+        found = await super().customers(customer_ids)
+        await self._send_held()
+        return found
 
     async def announce(self, produced_ms: int) -> int:
         """Once every commit applied, write the touched buckets' values to the change feed; returns how

@@ -1,0 +1,79 @@
+"""The import path's store (replay --keep): a commit held for the next batch's reads is still fenced."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from services.settings import Settings
+from services.topics import RedisKeys
+from streams.processor import BatchProcessor, DeadLetter, RawRecord
+from streams.store import BulkStore, PreviousCommitFailed
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 11, 27, 12, tzinfo=UTC)
+TP = "crm.events:0"
+
+
+def calls(first: int, count: int) -> list[RawRecord]:
+    stamp = int(AT.timestamp() * 1000)
+    return [
+        RawRecord(
+            "crm.events",
+            0,
+            offset,
+            stamp,
+            None,
+            json.dumps(
+                {
+                    "event_id": f"call-{offset}",
+                    "type": "call",
+                    "occurred_at": AT.isoformat(),
+                    "manager_id": "ann",
+                    "team_id": "north",
+                    "duration_s": 60,
+                }
+            ).encode(),
+        )
+        for offset in range(first, first + count)
+    ]
+
+
+async def no_rejects(letters: Sequence[DeadLetter]) -> None:
+    raise AssertionError(f"unexpected rejects: {[letter.rejection for letter in letters]}")
+
+
+async def calls_of_the_day(redis: Redis, keys: RedisKeys) -> int:
+    return int(await redis.hget(keys.bucket("c", "day", "2026-11-27"), "calls") or 0)
+
+
+async def test_held_commits_all_apply_in_order_once_settled(settings: Settings, redis: Redis) -> None:
+    keys = RedisKeys.from_settings(settings)
+    store = BulkStore(redis, keys, claim_ttl_s=3600)
+    processor = BatchProcessor(settings, store, no_rejects)
+    for first in range(0, 30, 10):
+        await processor.process(calls(first, 10))
+    assert await calls_of_the_day(redis, keys) < 30  # the last commit is still held or in flight
+    await store.settle()
+    assert await calls_of_the_day(redis, keys) == 30
+    assert int(await redis.hget(keys.offsets, TP) or 0) == 30
+
+
+async def test_a_held_commit_is_fenced_by_the_offsets_it_read(settings: Settings, redis: Redis) -> None:
+    # Another writer moves the partition's offset while the first batch's commit is held: that commit
+    # must not apply, nor the second batch's (computed over it), and the import must stop saying so.
+    keys = RedisKeys.from_settings(settings)
+    store = BulkStore(redis, keys, claim_ttl_s=3600)
+    processor = BatchProcessor(settings, store, no_rejects)
+    await processor.process(calls(0, 10))
+    await redis.hset(keys.offsets, TP, 5)
+    with pytest.raises(PreviousCommitFailed, match="offset"):
+        await processor.process(calls(10, 10))
+        await store.settle()
+    assert await calls_of_the_day(redis, keys) == 0
+    assert int(await redis.hget(keys.offsets, TP) or 0) == 5

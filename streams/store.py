@@ -499,8 +499,7 @@ class BulkStore(OverlappedStore):
         self._held: Commit | None = None
 
     async def commit(self, commit: Commit) -> str:
-        await self._send_held()
-        await self.settle()
+        await self.settle()  # (sends the commit held, if the batch read no customers)
         commit.feed = False
         self._held = self._overlay = commit
         self.touched.update(

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from services import kafka
 from services.settings import Settings, load_settings
-from streams.replay import DEFAULT_BATCH, ProgressLine, add_batch_size_argument, replay
+from streams.replay import DEFAULT_BATCH, ProgressLine, ReplayStopped, add_batch_size_argument, replay, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,27 @@ async def import_history(
     show_progress: bool = True,
     batch_size: int = DEFAULT_BATCH,
 ) -> int:
-    await kafka.ensure_product_topics(settings)
-    sent = await produce_file(settings, path, show_progress=show_progress)
+    try:
+        await kafka.ensure_product_topics(settings)
+        sent = await produce_file(settings, path, show_progress=show_progress)
+    except KafkaError as exc:
+        raise ImportStopped(
+            f"{unavailable(exc, settings)} while producing the file: import it again once it is back (the "
+            "events applied already are ignored by their event_id)"
+        ) from exc
     if catch_up:
-        await replay(settings, wipe=False, batch_size=batch_size, show_progress=show_progress)
+        try:
+            await replay(settings, wipe=False, batch_size=batch_size, show_progress=show_progress)
+        except (KafkaError, RedisError) as exc:
+            raise ImportStopped(
+                f"{unavailable(exc, settings)} while bringing the state up to date: the {sent:,} records are "
+                "in the events topic; run `crm-pulse replay --keep` once it is back (not the import again)"
+            ) from exc
     return sent
+
+
+class ImportStopped(Exception):
+    """The import cannot go on; the message says why and what to do."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except OSError as exc:
         print(f"import: {exc}", file=sys.stderr)
+        return 1
+    except (ImportStopped, ReplayStopped) as exc:
+        print(f"crm-pulse import: {exc}", file=sys.stderr)
         return 1
     print(f"imported {sent:,} records from {args.file} in {time.monotonic() - started:.1f}s")
     return 0

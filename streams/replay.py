@@ -27,8 +27,10 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services import kafka
 from services.kpis.contributions import to_us
@@ -45,11 +47,22 @@ from services.settings import Settings, load_settings
 from services.topics import RedisKeys
 from streams.dead_letters import KafkaDeadLetters
 from streams.processor import BatchProcessor, RawRecord, gc_paused
-from streams.store import BulkStore, PreviousCommitFailed, SoleWriterStore
+from streams.store import BulkStore, CommitConflict, PreviousCommitFailed, SoleWriterStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 20_000
+
+
+class ReplayStopped(RuntimeError):
+    """The replay cannot go on; the message says why and what to do."""
+
+
+def unavailable(exc: KafkaError | RedisError, settings: Settings) -> str:
+    """Which server failed a bulk command, and how."""
+    if isinstance(exc, KafkaError):  # (its text names the class already)
+        return f"Kafka at {settings.kafka.bootstrap_servers} failed or cannot be reached ({exc})"
+    return f"Redis at {settings.redis.url} failed or cannot be reached ({type(exc).__name__}: {exc})"
 
 
 async def wipe_state(redis: Redis, keys: RedisKeys) -> int:
@@ -165,7 +178,6 @@ async def _replay_once(
     # Rejects are sent to the dead-letter topic again (same key = source position, so consumers
     # drop repeats): records a worker never saw (an import) must not vanish.
     producer = kafka.producer(settings, acks="all")
-    await producer.start()
     processor = BatchProcessor(settings, store, KafkaDeadLetters(producer, settings.kafka.dlq_topic))
     processor.prune_floor_us = floor_us
     consumer = AIOKafkaConsumer(
@@ -176,8 +188,9 @@ async def _replay_once(
         fetch_max_bytes=64 * 1024 * 1024,
         retry_backoff_ms=kafka.OFFSETS_BACKOFF_MS,
     )
-    await consumer.start()
     try:
+        await producer.start()
+        await consumer.start()
         if wipe:
             removed = await wipe_state(redis, keys)
             log.info("removed %d keys of prefix %s", removed, keys.prefix)
@@ -296,13 +309,13 @@ async def _apply_log(
         try:
             result = await processor.process(batch)
         except PreviousCommitFailed as failed:
-            raise RuntimeError(
+            raise ReplayStopped(
                 f"a commit of the replay did not apply ({failed}): if another process writes the same "
                 "state, stop the workers; then run `crm-pulse replay --keep`, which continues from the "
                 "last commit applied (an import's records are in the events topic already)"
             ) from failed
         if result.rewind:
-            raise RuntimeError(
+            raise ReplayStopped(
                 f"the state's offsets moved back during the replay ({result.rewind}): another process "
                 "writes the same state; stop the workers and replay again"
             )
@@ -355,7 +368,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     started = time.monotonic()
-    count = asyncio.run(replay(settings, wipe=not args.keep, batch_size=args.batch_size, show_progress=not args.quiet))
+    try:
+        count = asyncio.run(
+            replay(settings, wipe=not args.keep, batch_size=args.batch_size, show_progress=not args.quiet)
+        )
+    except (KafkaError, RedisError) as exc:
+        again = "crm-pulse replay --keep" if args.keep else "crm-pulse replay"
+        print(
+            f"crm-pulse replay: {unavailable(exc, settings)}; run `{again}` again once it is back (a replay "
+            "stopped part way leaves the state incomplete)",
+            file=sys.stderr,
+        )
+        return 1
+    except CommitConflict as exc:
+        print(
+            f"crm-pulse replay: another process wrote the state during the replay ({exc}): stop the workers "
+            "and replay again",
+            file=sys.stderr,
+        )
+        return 1
+    except ReplayStopped as exc:
+        print(f"crm-pulse replay: {exc}", file=sys.stderr)
+        return 1
     elapsed = time.monotonic() - started
     print(f"replayed {count:,} records in {elapsed:.1f}s ({count / max(elapsed, 1e-9):,.0f}/s)")
     return 0

@@ -10,11 +10,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from services import kafka
 from services.kpis.periods import PeriodKind
 from services.settings import Settings
 from services.simulation import Simulation, SimulationConfig
 from services.topics import RedisKeys
-from streams.history_import import import_history
+from streams.history_import import ImportStopped, import_history
 from tests.integration.api_harness import running_api
 from tests.integration.pipeline_checks import (
     assert_api_equals_reference,
@@ -73,3 +74,22 @@ async def assert_feed_announces_each_bucket_once(redis: Redis, keys: RedisKeys) 
     }
     assert stored and set(announced) == stored
     assert max(announced.values()) == 1
+
+
+async def test_an_import_that_loses_redis_says_the_records_are_in_kafka(settings: Settings, tmp_path: Path) -> None:
+    # Produced to the real broker, then the catch-up cannot reach Redis: the import stops saying the
+    # records are in the events topic and to run `replay --keep`, not the import again.
+    config = SimulationConfig.from_business(settings.business, managers=2, teams=1)
+    records = list(Simulation(config, seed=9).records(datetime.now(UTC) - timedelta(days=3), count=50))
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"".join(record.value + b"\n" for record in records))
+    without_redis = settings.with_overrides(redis={"url": "redis://127.0.0.1:1"})
+
+    with pytest.raises(ImportStopped) as stopped:
+        await import_history(without_redis, history, show_progress=False)
+
+    assert "Redis at redis://127.0.0.1:1 failed or cannot be reached" in str(stopped.value)
+    assert f"the {len(records):,} records are in the events topic" in str(stopped.value)
+    assert "run `crm-pulse replay --keep`" in str(stopped.value)
+    produced = [m async for m in kafka.records_to_end(settings, settings.kafka.events_topic)]
+    assert sorted(m.value for m in produced) == sorted(record.value for record in records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,33 @@ def test_a_batch_size_below_one_is_refused(module: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--batch-size must be at least 1" in done.stderr
+
+
+UNREACHABLE = {
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+    "CRM_PULSE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+    "REDIS_URL": "redis://127.0.0.1:1",
+    "CRM_PULSE_REDIS__URL": "redis://127.0.0.1:1",
+}
+"""Settings naming servers that refuse every connection (nothing listens on port 1)."""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["streams.replay", "--quiet"], "run `crm-pulse replay` again once it is back"),
+        (["streams.replay", "--keep", "--quiet"], "run `crm-pulse replay --keep` again once it is back"),
+        (["streams.history_import", "HISTORY", "--quiet"], "while producing the file: import it again"),
+    ],
+)
+def test_bulk_commands_say_which_server_failed_and_what_to_do(args: list[str], said: str, tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text('{"event_id": "e1"}\n')
+    argv = [str(history) if arg == "HISTORY" else arg for arg in args]
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60, env={**os.environ, **UNREACHABLE}
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Kafka at 127.0.0.1:1 failed or cannot be reached" in done.stderr
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr

@@ -19,6 +19,15 @@ from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, BucketKey
 from services.topics import RedisKeys
 
 _COMMIT_SCRIPT = (Path(__file__).parent / "commit.lua").read_text()
+_CLAIMED_SCRIPT = """
+local found = {}
+for index, key in ipairs(cjson.decode(ARGV[1])) do
+  if redis.call('EXISTS', key) == 1 then found[#found + 1] = index end
+end
+return found
+"""
+"""The 1-based positions of the claim keys (a JSON array) that exist: most do not, so the answer is
+short, and one JSON argument costs the client far less to send than a key per argument (MGET)."""
 CHANGE_FEED_MAXLEN = 100_000
 _KEY_CACHE_LIMIT = 200_000
 EXACT_IN_LUA = 2**53
@@ -83,6 +92,7 @@ class StateStore:
         self.keys = keys
         self.claim_ttl_s = claim_ttl_s
         self._script = redis.register_script(_COMMIT_SCRIPT)
+        self._claimed = redis.register_script(_CLAIMED_SCRIPT)
         self._key_cache: dict[tuple[str, str, str], str] = {}
         self._index_keys = {granularity: keys.bucket_index(granularity) for granularity in BUCKET_GRANULARITIES}  # type: ignore[arg-type]
 
@@ -107,14 +117,14 @@ class StateStore:
         pipe.hmget(self.keys.offsets, names)
         pipe.get(self.keys.watermark)
         if event_ids:
-            pipe.mget([self.keys.seen_event(event_id) for event_id in event_ids])
+            seen = self.keys.seen_event
+            await self._claimed(args=[orjson.dumps([seen(event_id) for event_id in event_ids])], client=pipe)
         replies = await pipe.execute()
         offsets = {
             name: int(value) if value is not None else None for name, value in zip(names, replies[0], strict=True)
         }
         watermark = int(replies[1]) if replies[1] is not None else None
-        found = replies[2] if event_ids else []
-        claimed = {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit is not None}
+        claimed = {event_ids[int(index) - 1] for index in replies[2]} if event_ids else set()
         return offsets, watermark, claimed
 
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:

@@ -92,7 +92,6 @@ class StateStore:
         self.keys = keys
         self.claim_ttl_s = claim_ttl_s
         self._script = redis.register_script(_COMMIT_SCRIPT)
-        self._claimed = redis.register_script(_CLAIMED_SCRIPT)
         self._key_cache: dict[tuple[str, str, str], str] = {}
         self._index_keys = {granularity: keys.bucket_index(granularity) for granularity in BUCKET_GRANULARITIES}  # type: ignore[arg-type]
 
@@ -118,7 +117,8 @@ class StateStore:
         pipe.get(self.keys.watermark)
         if event_ids:
             seen = self.keys.seen_event
-            await self._claimed(args=[orjson.dumps([seen(event_id) for event_id in event_ids])], client=pipe)
+            # (EVAL of the text: a registered script would cost the pipeline a SCRIPT EXISTS round trip)
+            pipe.eval(_CLAIMED_SCRIPT, 0, orjson.dumps([seen(event_id) for event_id in event_ids]))
         replies = await pipe.execute()
         offsets = {
             name: int(value) if value is not None else None for name, value in zip(names, replies[0], strict=True)

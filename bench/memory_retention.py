@@ -17,7 +17,7 @@ Event-id claims expire by a wall-clock TTL (history retention + 2 days after acc
 compressed run never reaches; the bench deletes each claim when that TTL would have run out in
 simulated time (``--no-claim-expiry`` keeps them all, to see their share).
 
-Servers: its own Kafka (127.0.0.1:59092, controller 59093) and Redis (127.0.0.1:56379) in
+Servers: its own Kafka (127.0.0.1:23092, controller 23093) and Redis (127.0.0.1:23379) in
 ``.local/bench-mem``, wiped at the start and stopped at the end. Results: one JSON line per run
 in ``bench/results/memory_retention.jsonl``, and a table on stdout.
 """
@@ -54,7 +54,7 @@ from streams.sweeper import RetentionSweeper
 
 NAME = "memory_retention"
 MEM_LOCAL = LocalInfraSettings(
-    data_dir=Path(".local/bench-mem"), kafka_port=59092, kafka_controller_port=59093, redis_port=56379
+    data_dir=Path(".local/bench-mem"), kafka_port=23092, kafka_controller_port=23093, redis_port=23379
 )
 MB = 1024 * 1024
 FAMILIES = ("day", "month", "utcday", "hour", "minute", "deal", "cust", "seen", "cur", "dir", "idx", "changes", "other")

@@ -1,7 +1,9 @@
 """Kafka and Redis for a benchmark run: the bench's own fresh servers, or those the environment names.
 
-The bench servers live in ``.local/bench`` on ports of their own (Kafka 49092/49093, Redis
-46379), apart from the demo's and the tests', so a bench never touches their data. They are
+The bench servers live in ``.local/bench`` on ports of their own (Kafka 22092/22093, Redis
+22379), apart from the demo's and the tests', so a bench never touches their data, and below the
+kernel's ephemeral range (32768-60999), where a client connection's own port could hold a fixed
+port in TIME-WAIT and make the broker's bind fail. They are
 wiped and started at the beginning of a run and stopped (by PID, through
 ``services.localinfra``) at its end. ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` (or their
 ``CRM_PULSE_`` names) point a run at existing servers instead; those are never stopped.
@@ -27,9 +29,9 @@ from services.settings import LocalInfraSettings, Settings, externally_provided,
 
 BENCH_LOCAL = LocalInfraSettings(
     data_dir=Path(".local/bench"),
-    kafka_port=49092,
-    kafka_controller_port=49093,
-    redis_port=46379,
+    kafka_port=22092,
+    kafka_controller_port=22093,
+    redis_port=22379,
 )
 
 

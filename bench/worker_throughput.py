@@ -858,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.worker_throughput",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=(
-            "Servers: the bench's own Kafka (127.0.0.1:49092) and Redis (:46379) in .local/bench, started and "
+            "Servers: the bench's own Kafka (127.0.0.1:22092) and Redis (:22379) in .local/bench, started and "
             "stopped by the run, unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL name others. Child logs go to "
             ".local/bench/logs/<run id>/. Results: bench/results/worker_throughput.jsonl. See bench/README.md."
         ),

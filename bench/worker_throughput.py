@@ -11,13 +11,17 @@ that same topic, each time with a fresh consumer group and Redis key prefix:
   (c)  the real worker, ``python -m streams.worker``, one process
   (d)  two worker processes in one consumer group
   (e)  ``python -m streams.replay``, the bulk path around faust
-  (f)  ``python -m streams.replay --keep`` onto empty state: the path of a history import (it reads
-       the state like a worker does and overlaps each commit with the next batch)
+  (f)  ``python -m streams.replay --keep`` onto empty state: the path of a first history import (a
+       state that holds nothing yet has no other writer: it reads nothing back, like (e))
+  (g)  ``python -m streams.replay --keep`` onto a state that holds events: the path of an import
+       into a running deployment (it reads the state like a worker does and overlaps each commit
+       with the next batch). The bench marks the fresh prefix as holding events by a watermark at
+       the epoch's first microsecond, which every event is past.
 
 Throughput is events / (time from the first events processed to the last): process start-up
 and the consumer-group join are left out. The workers and replay are watched through the Redis
 stats hash (polled every 50 ms: first non-zero to reaching N); the faust no-op apps write their
-own first/last times to Redis; the bare consumer runs in this process. (c) to (f) must end
+own first/last times to Redis; the bare consumer runs in this process. (c) to (g) must end
 with exactly the same KPI state: every KPI bucket and current-state hash, the directory sets
 and the stats are compared, and a PASS/FAIL line is printed.
 """
@@ -54,7 +58,7 @@ from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys
 
 NAME = "worker_throughput"
-STAGES = ("a", "b", "b2", "c", "d", "e", "f")
+STAGES = ("a", "b", "b2", "c", "d", "e", "f", "g")
 TITLES = {
     "a": "bare aiokafka consumer + json.loads",
     "b": "faust no-op agent, per event",
@@ -62,7 +66,8 @@ TITLES = {
     "c": "worker x1 (streams.worker)",
     "d": "worker x2, one group",
     "e": "replay (streams.replay)",
-    "f": "import path (replay --keep)",
+    "f": "import onto empty state",
+    "g": "import onto a state with events",
 }
 FAULTS = {"duplicates": 0.02, "out_of_order": 0.05, "malformed": 0.02}
 """The fault mix of ``--faults`` (the simulator's own defaults are all 0; this is the integration test's mix)."""
@@ -72,7 +77,7 @@ PROGRESS_S = 3.0
 RESUMING = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*resuming (\d+) partitions")
 READING = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*replay: reading \d+ records")
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
-BULK = ("e", "f")
+BULK = ("e", "f", "g")
 """The replay stages: watched from the replay's "reading" log line (they apply large batches)."""
 
 
@@ -453,10 +458,16 @@ async def measure_replay(
 ) -> tuple[Measurement, Settings]:
     settings = servers.fresh(stage, kafka=topic)
     keys = RedisKeys.from_settings(settings)
+    if stage == "g":  # (a state holds events when it holds offsets or a watermark: see streams.replay)
+        seeding = Redis.from_url(settings.redis.url)
+        try:
+            await seeding.set(keys.watermark, 1)
+        finally:
+            await seeding.aclose()
     child = ChildProcess(
         "replay",
         "streams.replay",
-        ["--quiet", *(["--keep"] if stage == "f" else [])],
+        ["--quiet", *(["--keep"] if stage in ("f", "g") else [])],
         settings,
         servers.logs / f"{settings.redis.key_prefix}-replay{'-profile' if profile else ''}.log",
         python_args=["-m", "cProfile", "-o", str(profile)] if profile else (),
@@ -663,7 +674,7 @@ async def run(args: argparse.Namespace) -> int:
         if code_changed:
             say(f"WARNING: the code under test changed during the run: {code_seen}")
         verdict: dict[str, Any] = {"compared": [], "pass": None, "problems": []}
-        compared = [s for s in ("c", "d", "e", "f") if s in settings_of and measured[s].ok]
+        compared = [s for s in ("c", "d", "e", "f", "g") if s in settings_of and measured[s].ok]
         if len(compared) >= 2:
             redis = Redis.from_url(base.redis.url)
             try:
@@ -685,8 +696,8 @@ async def run(args: argparse.Namespace) -> int:
                 "code_changed": code_changed,
                 "notes": state_notes,
             }
-        elif len([s for s in ("c", "d", "e", "f") if s in stages]) >= 2:
-            verdict["problems"] = ["fewer than two of (c) to (f) finished: nothing to compare"]
+        elif len([s for s in ("c", "d", "e", "f", "g") if s in stages]) >= 2:
+            verdict["problems"] = ["fewer than two of (c) to (g) finished: nothing to compare"]
             verdict["pass"] = False
 
         if servers.external["redis"]:
@@ -742,7 +753,7 @@ def cost_ratios_of(measured: dict[str, Measurement]) -> dict[str, float | None]:
     cost = {stage: m.cpu_us_per_event for stage, m in measured.items()}
     return {
         key: ratio(cost.get(key.split("/")[1]), cost.get(key.split("/")[0]))
-        for key in ("c/b", "c/b2", "c/a", "e/a", "e/c", "f/a")
+        for key in ("c/b", "c/b2", "c/a", "e/a", "e/c", "f/a", "g/a")
     }
 
 
@@ -849,7 +860,8 @@ RATIO_LABELS = {
     "b/a": "faust no-op / bare consumer",
     "b2/a": "faust take_events / bare consumer",
     "e/c": "replay / worker",
-    "f/a": "import path / bare consumer",
+    "f/a": "import onto empty state / bare",
+    "g/a": "import onto events / bare",
 }
 
 
@@ -884,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
         default=list(STAGES),
-        help="comma-separated stages to run, of a,b,b2,c,d,e,f (default: all)",
+        help="comma-separated stages to run, of a,b,b2,c,d,e,f,g (default: all)",
     )
     parser.add_argument(
         "--rounds",

@@ -18,7 +18,8 @@ local function nxt()
   return v
 end
 
--- offsets: key, n, (field, expected or '', new)*
+-- offsets: key, n, (field, expected or '', new or '')*; new = '' only fences (a partition this batch has
+-- no record of, still absent: a sole writer checks every partition, see streams/store.py)
 local offsets_key = nxt()
 local n = tonumber(nxt())
 local new_offsets = {}
@@ -56,7 +57,9 @@ for _ = 1, n do
 end
 
 for _, pair in ipairs(new_offsets) do
-  redis.call('HSET', offsets_key, pair[1], pair[2])
+  if pair[2] ~= '' then
+    redis.call('HSET', offsets_key, pair[1], pair[2])
+  end
 end
 for _, key in ipairs(claims) do
   redis.call('SET', key, '1', 'EX', ttl)

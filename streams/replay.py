@@ -58,6 +58,14 @@ class ReplayStopped(RuntimeError):
     """The replay cannot go on; the message says why and what to do."""
 
 
+def not_applied(failed: PreviousCommitFailed) -> ReplayStopped:
+    return ReplayStopped(
+        f"a commit of the replay did not apply ({failed}): if another process writes the same "
+        "state, stop the workers; then run `crm-pulse replay --keep`, which continues from the "
+        "last commit applied (an import's records are in the events topic already)"
+    )
+
+
 def unavailable(exc: KafkaError | RedisError, settings: Settings) -> str:
     """Which server failed a bulk command, and how."""
     if isinstance(exc, KafkaError):  # (its text names the class already)
@@ -114,20 +122,45 @@ class ProgressLine:
 
 
 async def replay(
-    settings: Settings, *, wipe: bool = True, batch_size: int = DEFAULT_BATCH, show_progress: bool = True
+    settings: Settings,
+    *,
+    wipe: bool = True,
+    batch_size: int = DEFAULT_BATCH,
+    show_progress: bool = True,
+    read_state: bool = False,
 ) -> int:
-    """Apply the whole events topic to the state; returns the number of records read."""
-    # Onto wiped state, the buckets the retention will have expired by the end of the replay are
-    # never written (a long log would otherwise write every minute, hour and UTC-day bucket of its
-    # whole history, for the sweeper to delete). The end's watermark is known only at the end; the
-    # latest events of each partition tell it beforehand, and it is checked afterwards.
-    floor_us = await peek_watermark(settings) if wipe else None
-    read, watermark_us = await _replay_once(settings, wipe, batch_size, show_progress, floor_us)
+    """Apply the events topic to the state (all of it, or with ``wipe=False`` from the offsets the state
+    holds); returns the number of records read.
+
+    Onto a wiped state, or one that holds nothing yet (no offsets: no batch ever applied, as for a
+    first history import), the replay is the state's sole writer and reads nothing back (see
+    :class:`SoleWriterStore`); ``read_state`` makes it read the state anyway, as it does when the
+    state holds events already (see :class:`BulkStore`).
+    """
+    sole = wipe or (not read_state and await state_is_empty(settings))
+    # As sole writer, the buckets the retention will have expired by the end of the replay are never
+    # written (a long log would otherwise write every minute, hour and UTC-day bucket of its whole
+    # history, for the sweeper to delete). The end's watermark is known only at the end; the latest
+    # events of each partition tell it beforehand, and it is checked afterwards.
+    floor_us = await peek_watermark(settings) if sole else None
+    read, watermark_us = await _replay_once(settings, wipe, sole, batch_size, show_progress, floor_us)
     if floor_us is not None and (watermark_us is None or watermark_us < floor_us):
         # One of the events peeked at was not accepted (a repeated event id): buckets may be missing.
+        # The state held nothing but what this replay wrote, so it starts again from a wiped one.
         log.warning("the watermark ended before the latest events peeked at; replaying again without the guess")
-        read, _ = await _replay_once(settings, True, batch_size, show_progress, None)
+        read, _ = await _replay_once(settings, True, True, batch_size, show_progress, None, feed=not wipe)
     return read
+
+
+async def state_is_empty(settings: Settings) -> bool:
+    """Whether the state holds no event: no offsets and no watermark (every commit that writes events,
+    claims, deals or buckets writes the offsets of its partitions with them)."""
+    keys = RedisKeys.from_settings(settings)
+    redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
+    try:
+        return not await redis.exists(keys.offsets, keys.watermark)
+    finally:
+        await redis.aclose()
 
 
 PEEK_RECORDS = 20
@@ -158,20 +191,33 @@ async def peek_watermark(settings: Settings) -> int | None:
 
 
 async def _replay_once(
-    settings: Settings, wipe: bool, batch_size: int, show_progress: bool, floor_us: int | None
+    settings: Settings,
+    wipe: bool,
+    sole: bool,
+    batch_size: int,
+    show_progress: bool,
+    floor_us: int | None,
+    *,
+    feed: bool | None = None,
 ) -> tuple[int, int | None]:
-    """One replay: the records read and, onto wiped state, the watermark it ended with."""
+    """One replay: the records read and, as sole writer, the watermark it ended with. ``feed``: write
+    the change feed at the end (by default when not wiping: a replay's wipe writes none)."""
     redis = Redis.from_url(settings.redis.url, socket_timeout=60.0)
     keys = RedisKeys.from_settings(settings)
     claim_ttl_s = (settings.business.history_retention_days + 2) * 86_400
-    # Onto wiped state the replay is the only writer: it answers its reads itself and overlaps each
-    # Redis commit with the next batch. Continuing (--keep) reads the state like a worker does, and
-    # writes the change feed once at the end (see BulkStore).
+    feed = not wipe if feed is None else feed
+    # Onto wiped or empty state the replay is the only writer: it answers its reads itself and overlaps
+    # each Redis commit with the next batch. Continuing (--keep) reads the state like a worker does.
+    # Both write the change feed once at the end when they continue (see FeedAtEnd).
     store = (
         SoleWriterStore(
-            redis, keys, claim_ttl_s=claim_ttl_s, writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0)
+            redis,
+            keys,
+            claim_ttl_s=claim_ttl_s,
+            writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0),
+            feed_at_end=feed,
         )
-        if wipe
+        if sole
         else BulkStore(redis, keys, claim_ttl_s=claim_ttl_s)
     )
 
@@ -201,6 +247,8 @@ async def _replay_once(
         if not tps:
             log.warning("topic %s has no partitions: nothing to replay", settings.kafka.events_topic)
             return 0, None
+        if isinstance(store, SoleWriterStore):
+            store.fence([f"{tp.topic}:{tp.partition}" for tp in tps])
         firsts, ends = await kafka.bounds(consumer, tps)
         stored = await store.all_offsets()
         starts = {tp: stored.get(f"{tp.topic}:{tp.partition}", firsts[tp]) for tp in tps}
@@ -218,11 +266,15 @@ async def _replay_once(
             read = await _apply_log(consumer, processor, remaining, ends, batch_size, progress)
         if progress:
             progress.close()
-        if isinstance(store, SoleWriterStore):
-            await store.flush()
-            return read, store.watermark_us
-        announced = await store.announce(int(time.time() * 1000))
-        log.info("change feed: the latest values of %d day, month and current buckets", announced)
+        try:
+            if feed:
+                announced = await store.announce(int(time.time() * 1000))
+                log.info("change feed: the latest values of %d day, month and current buckets", announced)
+            if isinstance(store, SoleWriterStore):
+                await store.flush()
+                return read, store.watermark_us
+        except PreviousCommitFailed as failed:
+            raise not_applied(failed) from failed
         return read, None
     finally:
         if isinstance(store, SoleWriterStore):
@@ -309,11 +361,7 @@ async def _apply_log(
         try:
             result = await processor.process(batch)
         except PreviousCommitFailed as failed:
-            raise ReplayStopped(
-                f"a commit of the replay did not apply ({failed}): if another process writes the same "
-                "state, stop the workers; then run `crm-pulse replay --keep`, which continues from the "
-                "last commit applied (an import's records are in the events topic already)"
-            ) from failed
+            raise not_applied(failed) from failed
         if result.rewind:
             raise ReplayStopped(
                 f"the state's offsets moved back during the replay ({result.rewind}): another process "

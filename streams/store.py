@@ -58,8 +58,9 @@ class CommitConflict(Exception):
 class Commit:
     """Everything one batch changes, applied atomically by commit.lua."""
 
-    offsets: dict[str, tuple[int | None, int]] = field(default_factory=dict)
-    """``topic:partition`` -> (stored offset read before the batch, new next offset)."""
+    offsets: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    """``topic:partition`` -> (stored offset read before the batch, new next offset); a new offset of None
+    only checks that the partition has none yet (a fence, see :class:`SoleWriterStore`)."""
     claims: list[str] = field(default_factory=list)
     expected: dict[str, str] = field(default_factory=dict)
     """Value key -> digest of the value read before the batch ('' = absent); the commit fails if it moved."""
@@ -208,7 +209,7 @@ class StateStore:
         """The ARGV of commit.lua for a batch (see the script for its sections)."""
         args: list[str | bytes | int] = [self.keys.offsets, len(commit.offsets)]
         for tp, (expected, new) in commit.offsets.items():
-            args += [tp, "" if expected is None else str(expected), str(new)]
+            args += [tp, "" if expected is None else str(expected), "" if new is None else str(new)]
         args += [str(self.claim_ttl_s), "1" if self.check_claims else "0", orjson.dumps(commit.claims)]
         args.append(len(commit.expected))
         for key, fingerprint in commit.expected.items():
@@ -282,12 +283,48 @@ def resp_command(args: list[str | bytes | int]) -> bytes:
     return b"".join(parts)
 
 
+class FeedAtEnd:
+    """The change feed of a bulk run (an import, ``replay --keep``), written once at its end.
+
+    Batch by batch, the change feed would carry every touched day and month hash again and again
+    (a month's hash in every batch of that month, with every scope's), hundreds of megabytes for a
+    history file, all of it relayed to ``kpi.updates``. So the batches write no feed entry; this
+    notes the buckets they touched, and :meth:`announce` writes each one's final values once, at
+    the end, in entries of ``ANNOUNCE_CHUNK`` buckets.
+    """
+
+    ANNOUNCE_CHUNK = 500
+
+    def __init__(self) -> None:
+        self.touched: set[BucketKey] = set()
+
+    def note(self, commit: Commit) -> None:
+        self.touched.update(
+            bucket
+            for bucket, deltas in commit.contributions.items()
+            if bucket[1] in CHANGE_FEED_GRANULARITIES and any(deltas.values())
+        )
+
+    async def announce(self, store: StateStore, produced_ms: int) -> int:
+        """Write the touched buckets' values to the change feed (every commit has applied); returns how many."""
+        touched = sorted(self.touched)
+        for start in range(0, len(touched), self.ANNOUNCE_CHUNK):
+            chunk = touched[start : start + self.ANNOUNCE_CHUNK]
+            await StateStore.commit(store, Commit(announce=chunk, produced_ms=produced_ms))
+        self.touched.clear()
+        return len(touched)
+
+
 class SoleWriterStore(StateStore):
-    """The store of a replay onto wiped state: it is the only writer, so it reads nothing back.
+    """The store of a replay onto wiped state, or of an import onto a state that holds nothing yet: it
+    is the only writer, so it reads nothing back.
 
     Offsets, claims, the watermark and the deal and customer values are answered from what this
-    store committed itself (a wiped state holds nothing else). A bucket key it has not written yet
-    is absent, so its first write sets the fields, and claims need no check.
+    store committed itself (a wiped or empty state holds nothing else). A bucket key it has not
+    written yet is absent, so its first write sets the fields, and claims need no check. Every
+    commit checks the offsets of all the partitions named by :meth:`fence` (not only those of its
+    batch), so any other writer's commit in between (a worker left running) makes it fail rather
+    than overwrite what that writer added.
 
     Commits run on a thread of their own, over a second (synchronous) connection: Redis applies one
     batch while this process works on the next, even though that work never yields to the event
@@ -308,8 +345,13 @@ class SoleWriterStore(StateStore):
     IN_FLIGHT = 2
     """Commits queued at most: the next batch is worked on while Redis catches up with a heavy one."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis, feed_at_end: bool = False
+    ) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
+        self.feed_at_end = FeedAtEnd() if feed_at_end else None
+        """With a change feed written once at the end (an import's; a replay's wipe writes none)."""
+        self._fenced: list[str] = []
         self._offsets: dict[str, int] = {}
         self._claims: set[str] = set()
         self._values: dict[str, bytes] = {}
@@ -324,6 +366,11 @@ class SoleWriterStore(StateStore):
     def watermark_us(self) -> int | None:
         """The watermark of the commits sent so far."""
         return self._watermark_us
+
+    def fence(self, partitions: Iterable[str]) -> None:
+        """Check these partitions' offsets (``topic:partition``) in every commit, whether or not its batch
+        has records of them."""
+        self._fenced = list(partitions)
 
     def _is_new(self, key: str) -> bool:
         """Absent unless written by an earlier commit of this store (and now counted as written)."""
@@ -360,10 +407,16 @@ class SoleWriterStore(StateStore):
         feed). Commits apply in order, one at a time; each is fenced by the offsets before it, so none
         applies after one that failed."""
         commit.feed = False
+        if self.feed_at_end is not None:
+            self.feed_at_end.note(commit)
         while len(self._pending) >= self.IN_FLIGHT:
-            await self._pending.popleft()
+            await self._applied(self._pending.popleft())
+        for tp in self._fenced:
+            if tp not in commit.offsets:
+                commit.offsets[tp] = (self._offsets.get(tp), self._offsets.get(tp))
         for tp, (_, new) in commit.offsets.items():
-            self._offsets[tp] = new
+            if new is not None:
+                self._offsets[tp] = new
         self._claims.update(commit.claims)
         self._values.update(commit.values)
         if commit.watermark_us is not None and (self._watermark_us is None or commit.watermark_us > self._watermark_us):
@@ -391,10 +444,25 @@ class SoleWriterStore(StateStore):
     async def flush(self) -> None:
         """Wait for every commit queued (and raise the first error, if one failed)."""
         pending, self._pending = list(self._pending), deque()
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        if pending:
+            await asyncio.wait(pending)
+        for future in pending:
+            await self._applied(future)
+
+    @staticmethod
+    async def _applied(future: asyncio.Future[str]) -> None:
+        """Wait for a commit; one refused (another writer moved the state) raises PreviousCommitFailed:
+        it and every commit after it did not apply, and the caller stops (Redis errors pass as they are)."""
+        try:
+            await future
+        except CommitConflict as conflict:
+            raise PreviousCommitFailed(f"CommitConflict: {conflict}") from conflict
+
+    async def announce(self, produced_ms: int) -> int:
+        """Wait for every commit queued, then write the change feed of the touched buckets (see
+        :class:`FeedAtEnd`); returns how many buckets."""
+        await self.flush()
+        return await self.feed_at_end.announce(self, produced_ms) if self.feed_at_end is not None else 0
 
     def close(self) -> None:
         """Stop the commit thread and close its connection (after :meth:`flush`)."""
@@ -485,14 +553,9 @@ class OverlappedStore(StateStore):
 
 
 class BulkStore(OverlappedStore):
-    """The store of a replay that continues from the state (``--keep``, a history import): like the
-    worker's batch process (each commit overlaps the next batch), except for the change feed.
-
-    Batch by batch, the change feed would carry every touched day and month hash again and again
-    (a month's hash in every batch of that month, with every scope's), hundreds of megabytes for a
-    history file, all of it relayed to ``kpi.updates``. So the batches write no feed entry; the
-    store notes the buckets they touched, and :meth:`announce` writes each one's final values once,
-    at the end, in entries of ``ANNOUNCE_CHUNK`` buckets.
+    """The store of a replay that continues from the state (``--keep``, a history import onto a state
+    that holds events already): like the worker's batch process (each commit overlaps the next
+    batch), except for the change feed, written once at the end (:class:`FeedAtEnd`).
 
     A commit is held until the next batch has read what it needs (its offsets, claims, deals and
     customers, answered as if the commit held had applied, like the one in flight): Redis runs one
@@ -500,23 +563,18 @@ class BulkStore(OverlappedStore):
     20,000 records). Sent after the reads, the commit applies while the next batch is computed.
     """
 
-    ANNOUNCE_CHUNK = 500
     text_deltas = True
 
     def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
-        self.touched: set[BucketKey] = set()
+        self.feed_at_end = FeedAtEnd()
         self._held: Commit | None = None
 
     async def commit(self, commit: Commit) -> str:
         await self.settle()  # (sends the commit held, if the batch read no customers)
         commit.feed = False
         self._held = self._overlay = commit
-        self.touched.update(
-            bucket
-            for bucket, deltas in commit.contributions.items()
-            if bucket[1] in CHANGE_FEED_GRANULARITIES and any(deltas.values())
-        )
+        self.feed_at_end.note(commit)
         return ""
 
     async def _send_held(self) -> None:
@@ -539,9 +597,4 @@ class BulkStore(OverlappedStore):
         """Once every commit applied, write the touched buckets' values to the change feed; returns how
         many buckets."""
         await self.settle()
-        touched = sorted(self.touched)
-        for start in range(0, len(touched), self.ANNOUNCE_CHUNK):
-            chunk = touched[start : start + self.ANNOUNCE_CHUNK]
-            await StateStore.commit(self, Commit(announce=chunk, produced_ms=produced_ms))
-        self.touched.clear()
-        return len(touched)
+        return await self.feed_at_end.announce(self, produced_ms)

@@ -1,4 +1,5 @@
-"""The import path's store (replay --keep): a commit held for the next batch's reads is still fenced."""
+"""The bulk stores stay fenced: the import path's (replay --keep), whose commit is held for the next
+batch's reads, and the sole writer's (a replay, an import onto empty state), which reads nothing back."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services.settings import Settings
 from services.topics import RedisKeys
 from streams.processor import BatchProcessor, DeadLetter, RawRecord
-from streams.store import BulkStore, PreviousCommitFailed
+from streams.store import BulkStore, PreviousCommitFailed, SoleWriterStore
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +79,26 @@ async def test_a_held_commit_is_fenced_by_the_offsets_it_read(settings: Settings
         await store.settle()
     assert await calls_of_the_day(redis, keys) == 0
     assert int(await redis.hget(keys.offsets, TP) or 0) == 5
+
+
+async def test_a_sole_writer_fails_once_another_writer_commits_any_partition(settings: Settings, redis: Redis) -> None:
+    # The sole writer (an import onto a state that held nothing) sets a new bucket's fields and checks no
+    # claim: a worker left running that commits a partition the next batch has no record of must stop
+    # it, not see its calls overwritten.
+    keys = RedisKeys.from_settings(settings)
+    store = SoleWriterStore(redis, keys, claim_ttl_s=3600, writer=SyncRedis.from_url(settings.redis.url))
+    store.fence([TP, "crm.events:1"])
+    try:
+        processor = BatchProcessor(settings, store, no_rejects)
+        await processor.process(calls(0, 10))
+        await store.flush()
+        assert await redis.hget(keys.offsets, "crm.events:1") is None  # fenced, not written
+        await redis.hset(keys.offsets, "crm.events:1", 3)  # the worker's commit
+        await redis.hincrby(keys.bucket("c", "day", "2026-11-27"), "calls", 3)
+        await processor.process(calls(10, 10))
+        with pytest.raises(PreviousCommitFailed, match=r"crm\.events:1"):
+            await store.flush()
+        assert await calls_of_the_day(redis, keys) == 13
+        assert int(await redis.hget(keys.offsets, TP) or 0) == 10
+    finally:
+        store.close()

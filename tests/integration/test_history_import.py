@@ -53,6 +53,46 @@ async def test_import_history_file(settings: Settings, tmp_path: Path) -> None:
         await redis.aclose()
 
 
+async def test_a_second_import_reads_the_state_the_first_left(settings: Settings, tmp_path: Path) -> None:
+    # The first import finds a state that holds nothing: it writes as the only writer, reading nothing
+    # back. The second finds events there: it must read the state (claims, deals, customers, existing
+    # buckets), so its overlapping months add to the first's numbers and its repeats of the first
+    # file's lines count as duplicates. Both write the change feed at their end.
+    config = SimulationConfig.from_business(settings.business, managers=6, teams=2, malformed=0.01)
+    now = datetime.now(UTC)
+    first = list(Simulation(config, seed=7).records(now - timedelta(days=60), end=now - timedelta(days=20), count=3000))
+    second = list(Simulation(config, seed=8).records(now - timedelta(days=40), end=now, count=3000))
+    second += first[::10]
+    files = []
+    for name, records in (("first", first), ("second", second)):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_bytes(b"".join(record.value + b"\n" for record in records))
+
+    keys = RedisKeys.from_settings(settings)
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        for path in files:
+            await import_history(settings, path, show_progress=False, batch_size=700)
+        reference, rejected, duplicates = reference_of(settings, first + second)
+        assert duplicates >= len(first[::10]) - sum(1 for record in first[::10] if not record.is_valid)
+        accepted = len(first) + len(second) - sum(rejected.values()) - duplicates
+        await assert_worker_counters(redis, keys, reference, rejected, duplicates, accepted)
+        async with running_api(settings, clock=lambda: datetime.now(UTC)) as api:
+            periods = periods_of(reference, (PeriodKind.DAY, PeriodKind.MONTH))
+            await assert_api_equals_reference(api, reference, periods)
+        await assert_feed_announces_each_bucket_at_most_twice(redis, keys)
+    finally:
+        await redis.aclose()
+
+
+async def assert_feed_announces_each_bucket_at_most_twice(redis: Redis, keys: RedisKeys) -> None:
+    announced: Counter[str] = Counter()
+    for _, fields in await redis.xrange(keys.changes):
+        entry = orjson.loads(fields[b"data"])
+        announced.update(keys.bucket(b["scope"], b["g"], b["b"]) for b in entry.get("buckets", []))
+    assert announced and max(announced.values()) <= 2
+
+
 async def assert_feed_announces_each_bucket_once(redis: Redis, keys: RedisKeys) -> None:
     """The import wrote the change feed once, at its end: every day, month and current hash it holds,
     each in one entry only, with the values it holds (not a copy per batch)."""

@@ -65,7 +65,7 @@ async def test_replay_onto_wiped_state_equals_the_reference_for_any_batch_size(s
 
         # The checking path (reads the state, checks claims, adds to every field) from a wiped state.
         await wipe_state(redis, keys)
-        assert await replay(settings, wipe=False, batch_size=700, show_progress=False) == len(records)
+        assert await replay(settings, wipe=False, batch_size=700, show_progress=False, read_state=True) == len(records)
         assert await kpi_hashes(redis, keys) == by_batches
     finally:
         await redis.aclose()
@@ -102,7 +102,7 @@ async def test_a_long_log_writes_no_bucket_its_end_expires(settings: Settings) -
         replayed = await kpi_hashes(redis, keys)
 
         await wipe_state(redis, keys)
-        assert await replay(settings, wipe=False, batch_size=400, show_progress=False) == len(records)
+        assert await replay(settings, wipe=False, batch_size=400, show_progress=False, read_state=True) == len(records)
         checked = await kpi_hashes(redis, keys)
         expired = checked.keys() - unexpired(checked, settings, watermark_us).keys()
         assert {name.split(":")[1] for name in expired} == {"minute", "hour", "utcday"}
@@ -133,7 +133,7 @@ async def test_a_repeated_event_id_at_the_end_of_the_log_costs_no_bucket(setting
         replayed = await kpi_hashes(redis, keys)
 
         await wipe_state(redis, keys)
-        assert await replay(settings, wipe=False, batch_size=300, show_progress=False) == len(records)
+        assert await replay(settings, wipe=False, batch_size=300, show_progress=False, read_state=True) == len(records)
         assert replayed == await kpi_hashes(redis, keys)  # nothing is past its retention at the end
         assert any(name.startswith("kpi:minute:") for name in replayed)
     finally:

@@ -192,14 +192,25 @@ UNREACHABLE = {
 
 
 @pytest.mark.parametrize(
-    ("args", "said"),
+    ("args", "failed", "said"),
     [
-        (["streams.replay", "--quiet"], "run `crm-pulse replay` again once it is back"),
-        (["streams.replay", "--keep", "--quiet"], "run `crm-pulse replay --keep` again once it is back"),
-        (["streams.history_import", "HISTORY", "--quiet"], "while producing the file: import it again"),
+        (["streams.replay", "--quiet"], "Kafka at 127.0.0.1:1", "run `crm-pulse replay` again once it is back"),
+        # (--keep asks Redis first whether the state holds events)
+        (
+            ["streams.replay", "--keep", "--quiet"],
+            "Redis at redis://127.0.0.1:1",
+            "run `crm-pulse replay --keep` again once it is back",
+        ),
+        (
+            ["streams.history_import", "HISTORY", "--quiet"],
+            "Kafka at 127.0.0.1:1",
+            "while producing the file: import it again",
+        ),
     ],
 )
-def test_bulk_commands_say_which_server_failed_and_what_to_do(args: list[str], said: str, tmp_path: Path) -> None:
+def test_bulk_commands_say_which_server_failed_and_what_to_do(
+    args: list[str], failed: str, said: str, tmp_path: Path
+) -> None:
     history = tmp_path / "history.jsonl"
     history.write_text('{"event_id": "e1"}\n')
     argv = [str(history) if arg == "HISTORY" else arg for arg in args]
@@ -207,6 +218,6 @@ def test_bulk_commands_say_which_server_failed_and_what_to_do(args: list[str], s
         [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60, env={**os.environ, **UNREACHABLE}
     )
     assert done.returncode == 1, done.stderr
-    assert "Kafka at 127.0.0.1:1 failed or cannot be reached" in done.stderr
+    assert f"{failed} failed or cannot be reached" in done.stderr
     assert said in done.stderr
     assert "Traceback" not in done.stderr

@@ -15,8 +15,8 @@ that same topic, each time with a fresh consumer group and Redis key prefix:
        state that holds nothing yet has no other writer: it reads nothing back, like (e))
   (g)  ``python -m streams.replay --keep`` onto a state that holds events: the path of an import
        into a running deployment (it reads the state like a worker does and overlaps each commit
-       with the next batch). The bench marks the fresh prefix as holding events by a watermark at
-       the epoch's first microsecond, which every event is past.
+       with the next batch). The bench marks the fresh prefix as a deployment that has run until
+       now: its watermark is the log's latest event time.
 
 Throughput is events / (time from the first events processed to the last): process start-up
 and the consumer-group join are left out. The workers and replay are watched through the Redis
@@ -56,6 +56,7 @@ from services.settings import Settings
 from services.simulation import Simulation, SimulationConfig
 from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys
+from streams.replay import peek_watermark
 
 NAME = "worker_throughput"
 STAGES = ("a", "b", "b2", "c", "d", "e", "f", "g")
@@ -458,10 +459,13 @@ async def measure_replay(
 ) -> tuple[Measurement, Settings]:
     settings = servers.fresh(stage, kafka=topic)
     keys = RedisKeys.from_settings(settings)
-    if stage == "g":  # (a state holds events when it holds offsets or a watermark: see streams.replay)
+    if stage == "g":
+        # A deployment that has run until now: its watermark is the log's latest event time (which the
+        # replays end with too). A state holds events when it holds offsets or a watermark.
+        latest = await peek_watermark(settings)
         seeding = Redis.from_url(settings.redis.url)
         try:
-            await seeding.set(keys.watermark, 1)
+            await seeding.set(keys.watermark, latest or 1)
         finally:
             await seeding.aclose()
     child = ChildProcess(

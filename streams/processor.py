@@ -185,6 +185,8 @@ class BatchProcessor:
         # Redis still applies the previous batch's commit. Then one round trip reads the offsets,
         # the watermark and the claims; the time checks and dedupe go in record order below.
         parsed = list(zip(records, validate_values([record.value for record in records], self.policy), strict=True))
+        if self.store.prefetches:
+            self.store.expect(*self._likely_reads(parsed))
         stored, watermark_us, seen = await self.store.batch_state(
             {record.tp for record in records},
             [cast(CrmEvent, item).event_id for _, item in parsed if type(item) is not Rejection],
@@ -293,6 +295,24 @@ class BatchProcessor:
         for deal_id, known in new_histories.items():
             self.deal_cache.remember(deal_id, known)
         return result
+
+    def _likely_reads(self, parsed: list[tuple[RawRecord, CrmEvent | Rejection]]) -> tuple[list[str], list[str]]:
+        """The deals (not cached) and customers a batch will likely read: those its deal events name,
+        and the customers of the cached deals among them."""
+        deals: dict[str, None] = {}
+        customers: dict[str, None] = {}
+        cache = self.deal_cache
+        for _, item in parsed:
+            if type(item) in _DEAL_TYPES:
+                event = cast(DealCreatedEvent, item)
+                if event.customer_id is not None:
+                    customers[event.customer_id] = None
+                cached = cache.get(event.deal_id)
+                if cached is None:
+                    deals[event.deal_id] = None
+                else:
+                    customers.update((entry.customer_id, None) for entry in cached[0] if entry.customer_id is not None)
+        return list(deals), list(customers)
 
     async def _contributions(
         self, events: list[CrmEvent], times: list[int], commit: Commit, delta: Cells

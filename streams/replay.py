@@ -218,7 +218,9 @@ async def _replay_once(
             feed_at_end=feed,
         )
         if sole
-        else BulkStore(redis, keys, claim_ttl_s=claim_ttl_s)
+        else BulkStore(
+            redis, keys, claim_ttl_s=claim_ttl_s, writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0)
+        )
     )
 
     # Rejects are sent to the dead-letter topic again (same key = source position, so consumers
@@ -277,8 +279,7 @@ async def _replay_once(
             raise not_applied(failed) from failed
         return read, None
     finally:
-        if isinstance(store, SoleWriterStore):
-            store.close()
+        store.close()
         await consumer.stop()
         await producer.stop()
         await redis.aclose()

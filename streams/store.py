@@ -9,10 +9,12 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from services.kpis.contributions import BUCKET_GRANULARITIES, CURRENT, BucketKey, Contributions, DealEvent, Win
@@ -114,13 +116,22 @@ class StateStore:
         partitions, the watermark, and which of these event ids were accepted before."""
         names = list(tps)
         pipe = self.redis.pipeline(transaction=False)
+        self._ask_state(pipe, names, event_ids)
+        return self._state_of(names, event_ids, await pipe.execute())
+
+    def _ask_state(self, pipe: Pipeline, names: list[str], event_ids: list[str]) -> None:
+        """The reads of :meth:`batch_state`, added to a pipeline (answered by :meth:`_state_of`)."""
         pipe.hmget(self.keys.offsets, names)
         pipe.get(self.keys.watermark)
         if event_ids:
             seen = self.keys.seen_event
             # (EVAL of the text: a registered script would cost the pipeline a SCRIPT EXISTS round trip)
             pipe.eval(_CLAIMED_SCRIPT, 0, orjson.dumps([seen(event_id) for event_id in event_ids]))
-        replies = await pipe.execute()
+
+    @staticmethod
+    def _state_of(
+        names: list[str], event_ids: list[str], replies: list[Any]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
         offsets = {
             name: int(value) if value is not None else None for name, value in zip(names, replies[0], strict=True)
         }
@@ -128,11 +139,21 @@ class StateStore:
         claimed = {event_ids[int(index) - 1] for index in replies[2]} if event_ids else set()
         return offsets, watermark, claimed
 
+    prefetches = False
+    """Whether the store reads a batch's likely deals and customers with its state (see :meth:`expect`)."""
+
+    def expect(self, deal_ids: list[str], customer_ids: list[str]) -> None:
+        """The deals and customers the next batch will likely read (asked only when ``prefetches``)."""
+
+    async def _read(self, keys: list[str]) -> list[bytes | str | None]:
+        """The stored values of these keys (None when absent)."""
+        return await self.redis.mget(keys)
+
     async def deals(self, deal_ids: list[str]) -> dict[str, tuple[list[DealEvent], str]]:
         """Each deal's history and the digest of its stored value ('' when absent)."""
         if not deal_ids:
             return {}
-        rows = await self.redis.mget([self.keys.deal(deal_id) for deal_id in deal_ids])
+        rows = await self._read([self.keys.deal(deal_id) for deal_id in deal_ids])
         return {
             deal_id: self.decode_deal(_bytes(raw) if raw else b"") for deal_id, raw in zip(deal_ids, rows, strict=True)
         }
@@ -141,7 +162,7 @@ class StateStore:
         """Each customer's wins by deal id, and the digest of its stored value ('' when absent)."""
         if not customer_ids:
             return {}
-        rows = await self.redis.mget([self.keys.customer(customer_id) for customer_id in customer_ids])
+        rows = await self._read([self.keys.customer(customer_id) for customer_id in customer_ids])
         return {
             customer_id: self.decode_customer(_bytes(raw) if raw else b"")
             for customer_id, raw in zip(customer_ids, rows, strict=True)
@@ -283,6 +304,52 @@ def resp_command(args: list[str | bytes | int]) -> bytes:
     return b"".join(parts)
 
 
+class CommitThread:
+    """Sends commits from a thread of its own, over a second (synchronous) connection, each as one
+    buffer: Redis applies a commit while the event loop's thread works on the next batch.
+
+    Sent from the event loop, a commit of megabytes goes out only as far as the socket takes it, and
+    the rest waits until the loop runs again, at the end of the next batch's work, which never yields.
+    The thread's send releases the interpreter lock while it blocks. The buffer is packed on the
+    event loop's thread: the client would send its pieces (one per 6 kB) with a call each, and after
+    each the commit thread waits for the interpreter lock, which the busy main thread yields only
+    every few milliseconds. Sent in pieces, a 20,000-record commit took 0.35-0.5 s to reach Redis
+    and apply, with 0.1-0.15 s of it in Redis.
+    """
+
+    def __init__(self, writer: SyncRedis) -> None:
+        self._writer = writer
+        self._sha = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+
+    def submit(self, args: list[str | bytes | int]) -> asyncio.Future[str]:
+        """Send commit.lua with these arguments; the future answers the change id (commits apply in the
+        order submitted; one refused raises CommitConflict)."""
+        packed = resp_command(["EVALSHA", self._sha, 0, *args])
+        return asyncio.get_running_loop().run_in_executor(self._thread, self._apply, packed)
+
+    def _apply(self, packed: bytes) -> str:
+        pool = self._writer.connection_pool
+        connection = pool.get_connection()
+        try:
+            for attempt in range(2):
+                connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
+                try:
+                    return StateStore.applied(connection.read_response())
+                except NoScriptError:  # a Redis started afresh: load the script and send again
+                    if attempt:
+                        raise
+                    self._writer.script_load(_COMMIT_SCRIPT)
+            raise AssertionError("unreachable")
+        finally:
+            pool.release(connection)
+
+    def close(self) -> None:
+        """Stop the thread (after its commits) and close its connection."""
+        self._thread.shutdown(wait=True)
+        self._writer.close()
+
+
 class FeedAtEnd:
     """The change feed of a bulk run (an import, ``replay --keep``), written once at its end.
 
@@ -326,19 +393,12 @@ class SoleWriterStore(StateStore):
     batch), so any other writer's commit in between (a worker left running) makes it fail rather
     than overwrite what that writer added.
 
-    Commits run on a thread of their own, over a second (synchronous) connection: Redis applies one
-    batch while this process works on the next, even though that work never yields to the event
-    loop, and a commit heavier than the work on the next batch (recent batches write minute and
+    Commits go through a :class:`CommitThread`: Redis applies one batch while this process works on
+    the next, and a commit heavier than the work on the next batch (recent batches write minute and
     hour buckets, older ones do not) holds nothing up until ``IN_FLIGHT`` wait. Commits still go in
     order, one at a time, and each is still fenced: if another writer touched the state, the commit
     fails, every later one with it, and the replay stops with that error (:meth:`flush` or a later
     :meth:`commit` raises it).
-
-    A commit goes out as one buffer, packed on the event loop's thread: the client would send its
-    pieces (one per 6 kB) with a call each, and after each the commit thread waits for the
-    interpreter lock, which the busy main thread yields only every few milliseconds. Sent in
-    pieces, a 20,000-record commit took 0.35-0.5 s to reach Redis and apply, with 0.1-0.15 s of it
-    in Redis.
     """
 
     check_claims = False
@@ -357,9 +417,7 @@ class SoleWriterStore(StateStore):
         self._values: dict[str, bytes] = {}
         self._watermark_us: int | None = None
         self._written: set[str] = set()
-        self._writer = writer
-        self._sha = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._sender = CommitThread(writer)
         self._pending: deque[asyncio.Future[str]] = deque()
 
     @property
@@ -421,25 +479,8 @@ class SoleWriterStore(StateStore):
         self._values.update(commit.values)
         if commit.watermark_us is not None and (self._watermark_us is None or commit.watermark_us > self._watermark_us):
             self._watermark_us = commit.watermark_us
-        packed = resp_command(["EVALSHA", self._sha, 0, *self.commit_args(commit)])
-        self._pending.append(asyncio.get_running_loop().run_in_executor(self._thread, self._apply, packed))
+        self._pending.append(self._sender.submit(self.commit_args(commit)))
         return ""
-
-    def _apply(self, packed: bytes) -> str:
-        pool = self._writer.connection_pool
-        connection = pool.get_connection()
-        try:
-            for attempt in range(2):
-                connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
-                try:
-                    return self.applied(connection.read_response())
-                except NoScriptError:  # a Redis started afresh: load the script and send again
-                    if attempt:
-                        raise
-                    self._writer.script_load(_COMMIT_SCRIPT)
-            raise AssertionError("unreachable")
-        finally:
-            pool.release(connection)
 
     async def flush(self) -> None:
         """Wait for every commit queued (and raise the first error, if one failed)."""
@@ -466,8 +507,7 @@ class SoleWriterStore(StateStore):
 
     def close(self) -> None:
         """Stop the commit thread and close its connection (after :meth:`flush`)."""
-        self._thread.shutdown(wait=True)
-        self._writer.close()
+        self._sender.close()
 
 
 class PreviousCommitFailed(Exception):
@@ -512,17 +552,27 @@ class OverlappedStore(StateStore):
         """Send the commit once the one before it applied; returns '' (the change id is not waited for)."""
         await self.settle()
         self.sent += 1
-        self._inflight = asyncio.ensure_future(super().commit(commit))
+        self._inflight = self._send(commit)
         self._overlay = commit
         # Let the task send the script now: the next batch's work never yields to the event loop, and
         # when that batch is already waiting in the pipe, reading it does not either.
         await asyncio.sleep(0)
         return ""
 
+    def _send(self, commit: Commit) -> asyncio.Future[str]:
+        """Start applying a commit (in the background)."""
+        return asyncio.ensure_future(StateStore.commit(self, commit))
+
     async def batch_state(
         self, tps: Iterable[str], event_ids: list[str]
     ) -> tuple[dict[str, int | None], int | None, set[str]]:
         offsets, watermark, claimed = await super().batch_state(tps, event_ids)
+        return self._overlaid(offsets, watermark, claimed, event_ids)
+
+    def _overlaid(
+        self, offsets: dict[str, int | None], watermark: int | None, claimed: set[str], event_ids: list[str]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
+        """The state read, as if the commit in flight (or held) had applied."""
         overlay = self._overlay
         if overlay is None:
             return offsets, watermark, claimed
@@ -557,21 +607,73 @@ class BulkStore(OverlappedStore):
     that holds events already): like the worker's batch process (each commit overlaps the next
     batch), except for the change feed, written once at the end (:class:`FeedAtEnd`).
 
-    A commit is held until the next batch has read what it needs (its offsets, claims, deals and
-    customers, answered as if the commit held had applied, like the one in flight): Redis runs one
-    script at a time, so reads sent after a commit wait until it applied (0.5 s for a batch of
-    20,000 records). Sent after the reads, the commit applies while the next batch is computed.
+    A commit is held until the next batch has read what it needs (answered as if the commit held
+    had applied, like the one in flight): Redis runs one script at a time, so reads sent after a
+    commit wait until it applied (0.2-0.5 s for a batch of 20,000 records). The batch's state
+    (offsets, watermark, claims) comes in one round trip with the deals and customers it will
+    likely read (:meth:`expect`: those its records name, and the customers of the deals cached),
+    and the commit held goes right after it, so that it applies while the whole batch is
+    computed. A deal or customer not foreseen is read after it (and waits for it).
     """
 
     text_deltas = True
+    prefetches = True
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis | None = None
+    ) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
         self.feed_at_end = FeedAtEnd()
+        self._sender = CommitThread(writer) if writer is not None else None
+        """With a writer, commits go through a CommitThread (else from the event loop)."""
         self._held: Commit | None = None
+        self._expected: tuple[list[str], list[str]] = ([], [])
+        self._prefetched: dict[str, bytes | str | None] = {}
+
+    def expect(self, deal_ids: list[str], customer_ids: list[str]) -> None:
+        self._expected = (deal_ids, customer_ids)
+
+    async def batch_state(
+        self, tps: Iterable[str], event_ids: list[str]
+    ) -> tuple[dict[str, int | None], int | None, set[str]]:
+        """The batch's state and its likely deals and customers in one round trip; then the commit held goes."""
+        deal_ids, customer_ids = self._expected
+        self._expected = ([], [])
+        names = list(tps)
+        # (the commit held holds the values it writes: no need to read those)
+        written = self._overlay.values if self._overlay is not None else {}
+        likely = [key for key in map(self.keys.deal, deal_ids) if key not in written]
+        likely += [key for key in map(self.keys.customer, customer_ids) if key not in written]
+        pipe = self.redis.pipeline(transaction=False)
+        self._ask_state(pipe, names, event_ids)
+        if likely:
+            pipe.mget(likely)
+        replies = await pipe.execute()
+        self._prefetched = dict(zip(likely, replies[-1], strict=True)) if likely else {}
+        state = self._overlaid(*self._state_of(names, event_ids, replies), event_ids)
+        await self._send_held()
+        return state
+
+    def _send(self, commit: Commit) -> asyncio.Future[str]:
+        if self._sender is None:
+            return super()._send(commit)
+        return self._sender.submit(self.commit_args(commit))
+
+    def close(self) -> None:
+        """Stop the commit thread, if any (after :meth:`settle`)."""
+        if self._sender is not None:
+            self._sender.close()
+
+    async def _read(self, keys: list[str]) -> list[bytes | str | None]:
+        prefetched = self._prefetched
+        missing = [key for key in keys if key not in prefetched]
+        if missing:
+            prefetched.update(zip(missing, await super()._read(missing), strict=True))
+        return [prefetched[key] for key in keys]
 
     async def commit(self, commit: Commit) -> str:
-        await self.settle()  # (sends the commit held, if the batch read no customers)
+        await self.settle()  # (the commit held went after the batch's reads)
+        self._prefetched = {}
         commit.feed = False
         self._held = self._overlay = commit
         self.feed_at_end.note(commit)
@@ -585,13 +687,6 @@ class BulkStore(OverlappedStore):
     async def settle(self) -> None:
         await self._send_held()
         await super().settle()
-
-    async def customers(self, customer_ids: list[str]) -> dict[str, tuple[dict[str, list[Win]], str]]:
-        """(The last read of a batch, when it has deals that change a customer's wins: the commit held
-        goes now; otherwise it goes with the next commit.)"""
-        found = await super().customers(customer_ids)
-        await self._send_held()
-        return found
 
     async def announce(self, produced_ms: int) -> int:
         """Once every commit applied, write the touched buckets' values to the change feed; returns how

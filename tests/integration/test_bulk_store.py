@@ -4,7 +4,8 @@ batch's reads, and the sole writer's (a replay, an import onto empty state), whi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -54,29 +55,42 @@ async def calls_of_the_day(redis: Redis, keys: RedisKeys) -> int:
     return int(await redis.hget(keys.bucket("c", "day", "2026-11-27"), "calls") or 0)
 
 
-async def test_held_commits_all_apply_in_order_once_settled(settings: Settings, redis: Redis) -> None:
+@contextmanager
+def bulk_store(settings: Settings, redis: Redis, threaded: bool) -> Iterator[BulkStore]:
+    """The import path's store, sending its commits from the event loop or (as replay does) a thread."""
+    writer = SyncRedis.from_url(settings.redis.url) if threaded else None
+    store = BulkStore(redis, RedisKeys.from_settings(settings), claim_ttl_s=3600, writer=writer)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+async def test_held_commits_all_apply_in_order_once_settled(settings: Settings, redis: Redis, threaded: bool) -> None:
     keys = RedisKeys.from_settings(settings)
-    store = BulkStore(redis, keys, claim_ttl_s=3600)
-    processor = BatchProcessor(settings, store, no_rejects)
-    for first in range(0, 30, 10):
-        await processor.process(calls(first, 10))
-    assert await calls_of_the_day(redis, keys) < 30  # the last commit is still held or in flight
-    await store.settle()
+    with bulk_store(settings, redis, threaded) as store:
+        processor = BatchProcessor(settings, store, no_rejects)
+        for first in range(0, 30, 10):
+            await processor.process(calls(first, 10))
+        assert await calls_of_the_day(redis, keys) < 30  # the last commit is still held or in flight
+        await store.settle()
     assert await calls_of_the_day(redis, keys) == 30
     assert int(await redis.hget(keys.offsets, TP) or 0) == 30
 
 
-async def test_a_held_commit_is_fenced_by_the_offsets_it_read(settings: Settings, redis: Redis) -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+async def test_a_held_commit_is_fenced_by_the_offsets_it_read(settings: Settings, redis: Redis, threaded: bool) -> None:
     # Another writer moves the partition's offset while the first batch's commit is held: that commit
     # must not apply, nor the second batch's (computed over it), and the import must stop saying so.
     keys = RedisKeys.from_settings(settings)
-    store = BulkStore(redis, keys, claim_ttl_s=3600)
-    processor = BatchProcessor(settings, store, no_rejects)
-    await processor.process(calls(0, 10))
-    await redis.hset(keys.offsets, TP, 5)
-    with pytest.raises(PreviousCommitFailed, match="offset"):
-        await processor.process(calls(10, 10))
-        await store.settle()
+    with bulk_store(settings, redis, threaded) as store:
+        processor = BatchProcessor(settings, store, no_rejects)
+        await processor.process(calls(0, 10))
+        await redis.hset(keys.offsets, TP, 5)
+        with pytest.raises(PreviousCommitFailed, match="offset"):
+            await processor.process(calls(10, 10))
+            await store.settle()
     assert await calls_of_the_day(redis, keys) == 0
     assert int(await redis.hget(keys.offsets, TP) or 0) == 5
 

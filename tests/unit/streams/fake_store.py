@@ -30,6 +30,13 @@ class FakeStore:
     encode_deal = staticmethod(StateStore.encode_deal)
     encode_customer = staticmethod(StateStore.encode_customer)
 
+    prefetches = True
+    """(So that the batch logic's guess of its reads runs too; the guess changes nothing here.)"""
+    expected: tuple[list[str], list[str]] = ([], [])
+
+    def expect(self, deal_ids: list[str], customer_ids: list[str]) -> None:
+        self.expected = (deal_ids, customer_ids)
+
     async def batch_state(
         self, tps: Iterable[str], event_ids: list[str]
     ) -> tuple[dict[str, int | None], int | None, set[str]]:

@@ -12,7 +12,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from services.settings import Settings
 from services.topics import Topics
@@ -92,6 +97,39 @@ async def partition_ids(settings: Settings, topic: str) -> list[int]:
     finally:
         await client.close()
     return sorted(p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"])
+
+
+COORDINATOR_WAIT_S = 30.0
+"""How long :func:`group_members` waits for a fresh broker to have a group coordinator."""
+
+
+async def group_members(settings: Settings, group_id: str) -> int:
+    """How many members a consumer group has now (0 for a group that is empty or does not exist). A
+    member that died without leaving counts until the broker's session timeout expires."""
+    client = admin(settings)
+    await client.start()
+    try:
+        # A broker that has not hosted a group yet creates its offsets topic on the first request for
+        # a coordinator and answers "not available" until it is there (a second or so).
+        delay, deadline = 0.05, asyncio.get_running_loop().time() + COORDINATOR_WAIT_S
+        while True:
+            try:
+                responses = await client.describe_consumer_groups([group_id])
+                break
+            except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+    finally:
+        await client.close()
+    members = 0
+    for response in responses:
+        for group in response.groups:
+            error_code, described, _state, _protocol_type, _protocol, group_members, *_ = group
+            if described == group_id and error_code == 0:
+                members += len(group_members)
+    return members
 
 
 KEEP_FOREVER = {"retention.ms": "-1"}

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -23,7 +24,16 @@ from redis.exceptions import RedisError
 
 from services import kafka
 from services.settings import Settings, load_settings
-from streams.replay import DEFAULT_BATCH, ProgressLine, ReplayStopped, add_batch_size_argument, replay, unavailable
+from streams.replay import (
+    DEFAULT_BATCH,
+    ProgressLine,
+    ReplayStopped,
+    add_batch_size_argument,
+    replay,
+    running_workers,
+    unavailable,
+    workers_running,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +95,9 @@ async def import_history(
     catch_up: bool = True,
     show_progress: bool = True,
     batch_size: int = DEFAULT_BATCH,
-) -> int:
+) -> Imported:
+    """Produce the file's records, then (``catch_up``) bring the state up to date in bulk, unless the
+    workers are running: they apply the records then."""
     try:
         await kafka.ensure_product_topics(settings)
         sent = await produce_file(settings, path, show_progress=show_progress)
@@ -94,15 +106,33 @@ async def import_history(
             f"{unavailable(exc, settings)} while producing the file: import it again once it is back (the "
             "events applied already are ignored by their event_id)"
         ) from exc
-    if catch_up:
-        try:
-            await replay(settings, wipe=False, batch_size=batch_size, show_progress=show_progress)
-        except (KafkaError, RedisError) as exc:
-            raise ImportStopped(
-                f"{unavailable(exc, settings)} while bringing the state up to date: the {sent:,} records are "
-                "in the events topic; run `crm-pulse replay --keep` once it is back (not the import again)"
-            ) from exc
-    return sent
+    if not catch_up:
+        return Imported(sent)
+    try:
+        # Running workers apply the records anyway, and a bulk catch-up next to them would stop at
+        # the first commit of theirs it meets: leave the records to them.
+        workers = await running_workers(settings)
+        if workers:
+            return Imported(sent, workers=workers)
+        await replay(settings, wipe=False, batch_size=batch_size, show_progress=show_progress)
+    except (KafkaError, RedisError) as exc:
+        raise ImportStopped(
+            f"{unavailable(exc, settings)} while bringing the state up to date: the {sent:,} records are "
+            "in the events topic; run `crm-pulse replay --keep` once it is back (not the import again)"
+        ) from exc
+    return Imported(sent, caught_up=True)
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import did."""
+
+    sent: int
+    """Records produced to the events topic."""
+    caught_up: bool = False
+    """Whether the import brought the state up to date itself."""
+    workers: int = 0
+    """The running workers found instead (members of their consumer group): they apply the records."""
 
 
 class ImportStopped(Exception):
@@ -130,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     started = time.monotonic()
     try:
-        sent = asyncio.run(
+        imported = asyncio.run(
             import_history(
                 settings,
                 args.file,
@@ -145,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportStopped, ReplayStopped) as exc:
         print(f"crm-pulse import: {exc}", file=sys.stderr)
         return 1
-    print(f"imported {sent:,} records from {args.file} in {time.monotonic() - started:.1f}s")
+    print(f"imported {imported.sent:,} records from {args.file} in {time.monotonic() - started:.1f}s")
+    if imported.workers:
+        print(
+            f"{workers_running(imported.workers, settings)} to bring the state up to date in bulk (then run "
+            "`crm-pulse replay --keep`), or let them apply the records one batch at a time, as they do now"
+        )
     return 0
 
 

@@ -401,6 +401,29 @@ def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+async def running_workers(settings: Settings) -> int:
+    """Members of the workers' consumer group now: a replay or a bulk catch-up next to running workers
+    fights their commits (each is fenced, so it stops part way rather than counting anything twice)."""
+    return await kafka.group_members(settings, settings.kafka.consumer_group)
+
+
+def workers_running(workers: int, settings: Settings) -> str:
+    return (
+        f"{workers} member(s) of the workers' consumer group {settings.kafka.consumer_group!r} are running: "
+        "stop the workers first"
+    )
+
+
+async def _command(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.force and (workers := await running_workers(settings)):
+        raise ReplayStopped(
+            f"{workers_running(workers, settings)} (a replay next to them fights their commits); a worker "
+            "killed without stopping stays a member for the broker's session timeout (about a minute): "
+            "wait, or pass --force"
+        )
+    return await replay(settings, wipe=not args.keep, batch_size=args.batch_size, show_progress=not args.quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="crm-pulse replay",
@@ -413,14 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_batch_size_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replay even though the workers' consumer group has members (a worker killed a moment ago "
+        "stays a member until the broker's session timeout)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     started = time.monotonic()
     try:
-        count = asyncio.run(
-            replay(settings, wipe=not args.keep, batch_size=args.batch_size, show_progress=not args.quiet)
-        )
+        count = asyncio.run(_command(settings, args))
     except (KafkaError, RedisError) as exc:
         again = "crm-pulse replay --keep" if args.keep else "crm-pulse replay"
         print(

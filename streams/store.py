@@ -619,9 +619,7 @@ class BulkStore(OverlappedStore):
     text_deltas = True
     prefetches = True
 
-    def __init__(
-        self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis | None = None
-    ) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, *, claim_ttl_s: int, writer: SyncRedis | None = None) -> None:
         super().__init__(redis, keys, claim_ttl_s=claim_ttl_s)
         self.feed_at_end = FeedAtEnd()
         self._sender = CommitThread(writer) if writer is not None else None

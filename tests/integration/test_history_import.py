@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from services.settings import Settings
 from services.simulation import Simulation, SimulationConfig
 from services.topics import RedisKeys
 from streams.history_import import ImportStopped, import_history
+from streams.replay import running_workers
 from tests.integration.api_harness import running_api
 from tests.integration.pipeline_checks import (
     assert_api_equals_reference,
@@ -36,8 +38,8 @@ async def test_import_history_file(settings: Settings, tmp_path: Path) -> None:
     history.write_bytes(b"".join(record.value + b"\n" for record in records))
 
     # Batches smaller than the file: a month's hash is touched by several of them.
-    sent = await import_history(settings, history, show_progress=False, batch_size=1000)
-    assert sent == len(records)
+    imported = await import_history(settings, history, show_progress=False, batch_size=1000)
+    assert imported.sent == len(records) and imported.caught_up and not imported.workers
 
     keys = RedisKeys.from_settings(settings)
     redis = Redis.from_url(settings.redis.url)
@@ -133,3 +135,32 @@ async def test_an_import_that_loses_redis_says_the_records_are_in_kafka(settings
     assert "run `crm-pulse replay --keep`" in str(stopped.value)
     produced = [m async for m in kafka.records_to_end(settings, settings.kafka.events_topic)]
     assert sorted(m.value for m in produced) == sorted(record.value for record in records)
+
+
+async def test_an_import_leaves_the_records_to_running_workers(settings: Settings, tmp_path: Path) -> None:
+    # A member of the workers' consumer group stands for a running worker: the import produces the
+    # records and says the workers apply them, instead of a bulk catch-up that would meet their commits.
+    config = SimulationConfig.from_business(settings.business, managers=2, teams=1)
+    records = list(Simulation(config, seed=11).records(datetime.now(UTC) - timedelta(days=3), count=40))
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"".join(record.value + b"\n" for record in records))
+    await kafka.ensure_product_topics(settings)
+    worker = kafka.consumer(settings, settings.kafka.events_topic, auto_offset_reset="earliest")
+    await worker.start()
+    keys = RedisKeys.from_settings(settings)
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        deadline = time.monotonic() + 30
+        while not await running_workers(settings):
+            assert time.monotonic() < deadline, "the stand-in worker never joined its group"
+            await worker.getmany(timeout_ms=200)
+
+        imported = await import_history(settings, history, show_progress=False)
+
+        assert imported.sent == len(records) and imported.workers == 1 and not imported.caught_up
+        assert not await redis.exists(keys.offsets, keys.watermark)  # the state is the workers' to bring up
+        produced = [m async for m in kafka.records_to_end(settings, settings.kafka.events_topic)]
+        assert sorted(m.value for m in produced) == sorted(record.value for record in records)
+    finally:
+        await worker.stop()
+        await redis.aclose()

@@ -13,18 +13,24 @@ log) must not cost buckets: the replay then runs again without it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
+from services import kafka
 from services.kpis.retention import RetentionPolicy, bucket_end_s
 from services.settings import Settings
 from services.simulation import SimRecord
 from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys
-from streams.replay import peek_watermark, replay, wipe_state
+from streams.replay import peek_watermark, replay, running_workers, wipe_state
 from tests.integration.pipeline_checks import assert_state_equals_reference, produce_simulated
 
 pytestmark = pytest.mark.integration
@@ -137,4 +143,46 @@ async def test_a_repeated_event_id_at_the_end_of_the_log_costs_no_bucket(setting
         assert replayed == await kpi_hashes(redis, keys)  # nothing is past its retention at the end
         assert any(name.startswith("kpi:minute:") for name in replayed)
     finally:
+        await redis.aclose()
+
+
+async def test_replay_refuses_to_run_next_to_running_workers(settings: Settings) -> None:
+    # A member of the workers' consumer group stands for a running worker: `crm-pulse replay` must not
+    # wipe the state under it, and says why; --force replays anyway.
+    records = await produce_simulated(settings, seed=37, days=5, count=300)
+    keys = RedisKeys.from_settings(settings)
+    redis = Redis.from_url(settings.redis.url)
+    worker = kafka.consumer(settings, settings.kafka.events_topic, auto_offset_reset="latest")
+    await worker.start()
+    env = {**os.environ, **settings.to_environment()}
+
+    def replay_command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.replay", "--quiet", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        deadline = time.monotonic() + 30
+        while not await running_workers(settings):
+            assert time.monotonic() < deadline, "the stand-in worker never joined its group"
+            await worker.getmany(timeout_ms=200)
+        marker = keys.bucket("c", "day", "2020-01-01")
+        await redis.hset(marker, "calls", 1)
+
+        refused = await asyncio.to_thread(replay_command)
+        assert refused.returncode == 1
+        assert "1 member(s) of the workers' consumer group" in refused.stderr
+        assert "--force" in refused.stderr and "Traceback" not in refused.stderr
+        assert await redis.exists(marker)  # nothing wiped
+
+        forced = await asyncio.to_thread(replay_command, "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert f"replayed {len(records):,} records" in forced.stdout
+        assert not await redis.exists(marker)
+    finally:
+        await worker.stop()
         await redis.aclose()

@@ -195,9 +195,15 @@ UNREACHABLE = {
     ("args", "failed", "said"),
     [
         (["streams.replay", "--quiet"], "Kafka at 127.0.0.1:1", "run `crm-pulse replay` again once it is back"),
-        # (--keep asks Redis first whether the state holds events)
         (
             ["streams.replay", "--keep", "--quiet"],
+            "Kafka at 127.0.0.1:1",
+            "run `crm-pulse replay --keep` again once it is back",
+        ),
+        # (--force: no question to Kafka about running workers first; --keep asks Redis whether the
+        # state holds events)
+        (
+            ["streams.replay", "--keep", "--force", "--quiet"],
             "Redis at redis://127.0.0.1:1",
             "run `crm-pulse replay --keep` again once it is back",
         ),

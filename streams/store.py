@@ -325,7 +325,13 @@ class CommitThread:
     def submit(self, args: list[str | bytes | int]) -> asyncio.Future[str]:
         """Send commit.lua with these arguments; the future answers the change id (commits apply in the
         order submitted; one refused raises CommitConflict)."""
-        packed = resp_command(["EVALSHA", self._sha, 0, *args])
+        return self.submit_packed(self.pack(args))
+
+    def pack(self, args: list[str | bytes | int]) -> bytes:
+        """The command of a commit with these arguments, as :meth:`submit_packed` sends it."""
+        return resp_command(["EVALSHA", self._sha, 0, *args])
+
+    def submit_packed(self, packed: bytes) -> asyncio.Future[str]:
         return asyncio.get_running_loop().run_in_executor(self._thread, self._apply, packed)
 
     def _apply(self, packed: bytes) -> str:
@@ -627,6 +633,8 @@ class BulkStore(OverlappedStore):
         self._held: Commit | None = None
         self._expected: tuple[list[str], list[str]] = ([], [])
         self._prefetched: dict[str, bytes | str | None] = {}
+        self._packed: tuple[Commit, bytes] | None = None
+        """The commit held, packed while a batch's reads were answered."""
 
     def expect(self, deal_ids: list[str], customer_ids: list[str]) -> None:
         self._expected = (deal_ids, customer_ids)
@@ -646,7 +654,12 @@ class BulkStore(OverlappedStore):
         self._ask_state(pipe, names, event_ids)
         if likely:
             pipe.mget(likely)
-        replies = await pipe.execute()
+        reading = asyncio.ensure_future(pipe.execute())
+        # The commit held is packed while Redis answers (the request goes out first: packing never yields).
+        await asyncio.sleep(0)
+        if self._held is not None and self._sender is not None:
+            self._packed = (self._held, self._sender.pack(self.commit_args(self._held)))
+        replies = await reading
         self._prefetched = dict(zip(likely, replies[-1], strict=True)) if likely else {}
         state = self._overlaid(*self._state_of(names, event_ids, replies), event_ids)
         await self._send_held()
@@ -655,6 +668,9 @@ class BulkStore(OverlappedStore):
     def _send(self, commit: Commit) -> asyncio.Future[str]:
         if self._sender is None:
             return super()._send(commit)
+        packed, self._packed = self._packed, None
+        if packed is not None and packed[0] is commit:
+            return self._sender.submit_packed(packed[1])
         return self._sender.submit(self.commit_args(commit))
 
     def close(self) -> None:

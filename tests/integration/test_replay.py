@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -117,7 +118,9 @@ async def test_a_long_log_writes_no_bucket_its_end_expires(settings: Settings) -
         await redis.aclose()
 
 
-async def test_a_repeated_event_id_at_the_end_of_the_log_costs_no_bucket(settings: Settings) -> None:
+async def test_a_repeated_event_id_at_the_end_of_the_log_costs_no_bucket(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     # The events end 40 days ago; the last record repeats an earlier event's id with today's time. It is
     # ignored, so the watermark ends 40 days ago, not today as the peek says: with that guess the buckets
     # from 102 to 62 days ago would be left out. The replay must notice and run again without it.
@@ -142,6 +145,14 @@ async def test_a_repeated_event_id_at_the_end_of_the_log_costs_no_bucket(setting
         assert await replay(settings, wipe=False, batch_size=300, show_progress=False, read_state=True) == len(records)
         assert replayed == await kpi_hashes(redis, keys)  # nothing is past its retention at the end
         assert any(name.startswith("kpi:minute:") for name in replayed)
+
+        # An import onto the emptied state takes the sole writer's path with the same guess, and must
+        # notice and start again the same way (from a wiped state: it held nothing but its own writes).
+        await wipe_state(redis, keys)
+        with caplog.at_level(logging.WARNING, logger="streams.replay"):
+            assert await replay(settings, wipe=False, batch_size=300, show_progress=False) == len(records)
+        assert "replaying again without the guess" in caplog.text
+        assert replayed == await kpi_hashes(redis, keys)
     finally:
         await redis.aclose()
 

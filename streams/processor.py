@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import NamedTuple, cast
 
 from aiokafka.errors import KafkaError
@@ -80,6 +81,10 @@ class RawRecord(NamedTuple):
     @property
     def tp(self) -> str:
         return f"{self.topic}:{self.partition}"
+
+
+_TOPIC_PARTITION = itemgetter(0, 1)
+"""A RawRecord's (topic, partition)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,15 +192,17 @@ class BatchProcessor:
         parsed = list(zip(records, validate_values([record.value for record in records], self.policy), strict=True))
         if self.store.prefetches:
             self.store.expect(*self._likely_reads(parsed))
+        # (the partitions' names once per batch, not once per record)
+        tp_names = {key: f"{key[0]}:{key[1]}" for key in set(map(_TOPIC_PARTITION, records))}
         stored, watermark_us, seen = await self.store.batch_state(
-            {record.tp for record in records},
+            tp_names.values(),
             [cast(CrmEvent, item).event_id for _, item in parsed if type(item) is not Rejection],
         )
         fresh: list[tuple[RawRecord, CrmEvent | Rejection]] = []
         next_offsets: dict[str, int] = {}
         rewind = result.rewind
         for record, item in parsed:
-            tp = record.tp
+            tp = tp_names[record[0], record[1]]
             if tp in rewind:
                 result.held += 1
                 continue

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import NamedTuple, TypeVar, cast
 from zoneinfo import ZoneInfo
+
+from pydantic_core import TzInfo
 
 from services.kpis import measures as m
 from services.kpis.retention import bucket_end_s
@@ -61,9 +63,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SLOT_US = 15 * 60 * 1_000_000
 
 
+_FIXED_OFFSETS = (timezone, TzInfo)
+"""The tzinfo types of a fixed offset: the standard library's and the one pydantic gives parsed times."""
+_EPOCH_IN: dict[tzinfo | None, datetime] = {}
+"""The epoch in each fixed-offset tzinfo met (a few: events carry few offsets)."""
+
+
 def to_us(instant: datetime) -> int:
     """An aware instant as integer microseconds since the epoch (exact)."""
-    delta = instant - _EPOCH
+    # Two aware datetimes with the same tzinfo object subtract as naive ones; with different ones,
+    # Python asks both for their offset (half the cost). So the epoch is expressed in the instant's
+    # own tzinfo, which is exact only for a fixed offset.
+    zone = instant.tzinfo
+    epoch = _EPOCH_IN.get(zone)
+    if epoch is None:
+        epoch = _EPOCH
+        if type(zone) in _FIXED_OFFSETS and len(_EPOCH_IN) < 64:
+            epoch = _EPOCH_IN[zone] = _EPOCH.astimezone(zone)
+    delta = instant - epoch
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic_core import TzInfo
 
 from services.kpis.contributions import Calendar, from_us, to_us
 from services.kpis.periods import PeriodKind, day_range, parse_period, period_of
@@ -30,6 +31,24 @@ def test_calendar_buckets_equal_the_local_date(instant: datetime, zone: ZoneInfo
         instant.strftime("%Y-%m-%dT%H:%M"),
     )
     assert from_us(to_us(instant)) == instant
+
+
+TZINFOS = st.one_of(
+    st.sampled_from(ZONES),  # varying offsets: never subtracted as naive
+    st.integers(-14 * 60, 14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes))),
+    st.integers(-14 * 3600, 14 * 3600).map(TzInfo),  # the tzinfo of a time pydantic parsed
+)
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2099, 12, 30)), TZINFOS)
+def test_to_us_counts_microseconds_since_the_epoch_whatever_the_tzinfo(local: datetime, zone: tzinfo) -> None:
+    instant = local.replace(tzinfo=zone)
+    offset = instant.utcoffset()
+    assert offset is not None
+    naive_utc = local - offset
+    expected = (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+    assert to_us(instant) == expected
+    assert to_us(instant) == to_us(instant.astimezone(UTC))  # again, with the epoch cached for that tzinfo
 
 
 def test_events_around_local_midnight_on_a_dst_day() -> None:

@@ -78,10 +78,6 @@ class RawRecord(NamedTuple):
     key: bytes | None
     value: bytes
 
-    @property
-    def tp(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
 
 _TOPIC_PARTITION = itemgetter(0, 1)
 """A RawRecord's (topic, partition)."""

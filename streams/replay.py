@@ -209,18 +209,12 @@ async def _replay_once(
     # Onto wiped or empty state the replay is the only writer: it answers its reads itself and overlaps
     # each Redis commit with the next batch. Continuing (--keep) reads the state like a worker does.
     # Both write the change feed once at the end when they continue (see FeedAtEnd).
+    # (the commit thread's connection)
+    writer = SyncRedis.from_url(settings.redis.url, socket_timeout=60.0)
     store = (
-        SoleWriterStore(
-            redis,
-            keys,
-            claim_ttl_s=claim_ttl_s,
-            writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0),
-            feed_at_end=feed,
-        )
+        SoleWriterStore(redis, keys, claim_ttl_s=claim_ttl_s, writer=writer, feed_at_end=feed)
         if sole
-        else BulkStore(
-            redis, keys, claim_ttl_s=claim_ttl_s, writer=SyncRedis.from_url(settings.redis.url, socket_timeout=60.0)
-        )
+        else BulkStore(redis, keys, claim_ttl_s=claim_ttl_s, writer=writer)
     )
 
     # Rejects are sent to the dead-letter topic again (same key = source position, so consumers

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -87,10 +88,14 @@ async def test_a_second_import_reads_the_state_the_first_left(settings: Settings
         await redis.aclose()
 
 
+async def feed_entries(redis: Redis, keys: RedisKeys) -> list[dict[str, Any]]:
+    """The change feed's entries, decoded, oldest first."""
+    return [orjson.loads(fields[b"data"]) for _, fields in await redis.xrange(keys.changes)]
+
+
 async def assert_feed_announces_each_bucket_at_most_twice(redis: Redis, keys: RedisKeys) -> None:
     announced: Counter[str] = Counter()
-    for _, fields in await redis.xrange(keys.changes):
-        entry = orjson.loads(fields[b"data"])
+    for entry in await feed_entries(redis, keys):
         announced.update(keys.bucket(b["scope"], b["g"], b["b"]) for b in entry.get("buckets", []))
     assert announced and max(announced.values()) <= 2
 
@@ -99,8 +104,7 @@ async def assert_feed_announces_each_bucket_once(redis: Redis, keys: RedisKeys) 
     """The import wrote the change feed once, at its end: every day, month and current hash it holds,
     each in one entry only, with the values it holds (not a copy per batch)."""
     announced: Counter[str] = Counter()
-    for _, fields in await redis.xrange(keys.changes):
-        entry = orjson.loads(fields[b"data"])
+    for entry in await feed_entries(redis, keys):
         for bucket in entry.get("buckets", []):
             key = keys.bucket(bucket["scope"], bucket["g"], bucket["b"])
             announced[key] += 1

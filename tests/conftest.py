@@ -61,6 +61,20 @@ def pytest_configure(config: pytest.Config) -> None:
             _removed_env[name] = os.environ.pop(name)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (chaos, soak)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) the slow suites unless --run-slow: CI stays short, nothing counts as skipped."""
+    if config.getoption("--run-slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     os.environ.update(_removed_env)
 

@@ -208,7 +208,11 @@ async def test_the_worker_sweeps_on_its_timer(make_settings: Any, tmp_path: Path
             await wait_until(swept, within=60, interval=0.1, what="the worker's sweep")
         except AssertionError:
             raise AssertionError(f"not swept; worker log:\n{worker.log_tail()}") from None
-        assert "retention sweep deleted" in worker.log_path.read_text()
+
+        async def logged() -> bool:  # the log line is written after the keys are gone: poll it too
+            return "retention sweep deleted" in worker.log_path.read_text()
+
+        await wait_until(logged, within=30, interval=0.1, what="the sweep's log line")
     finally:
         worker.stop()
         await producer.stop()

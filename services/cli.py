@@ -61,10 +61,6 @@ API_FACTORY = "dashboard_api.app:create_app"
 
 PROG = "crm-pulse"
 _Runner = Callable[[Settings, argparse.Namespace, list[str]], int]
-_PASSTHROUGH_EPILOG = (
-    "Every argument after the subcommand goes to the module unchanged; "
-    "to pass one of ours (such as --help) put '--' before it."
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser(
         "worker",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"run the stream worker (python -m {WORKER_MODULE})",
         description=f"Run the stream worker: python -m {WORKER_MODULE} [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     worker.set_defaults(run=_module_runner(WORKER_MODULE), passthrough=True)
@@ -140,40 +136,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"run the CRM event simulator (python -m {SIMULATOR_MODULE})",
         description=f"Run the CRM event simulator: python -m {SIMULATOR_MODULE} [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     simulate.set_defaults(run=_module_runner(SIMULATOR_MODULE), passthrough=True)
 
     replay = commands.add_parser(
         "replay",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"rebuild the Redis state by replaying Kafka (python -m {REPLAY_MODULE})",
         description=f"Rebuild the Redis state by replaying Kafka: python -m {REPLAY_MODULE} [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     replay.set_defaults(run=_module_runner(REPLAY_MODULE), passthrough=True)
 
     history = commands.add_parser(
         "import",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"import a JSONL history file into Kafka and catch the state up (python -m {IMPORT_MODULE})",
         description=f"Import a JSONL history file: python -m {IMPORT_MODULE} FILE [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     history.set_defaults(run=_module_runner(IMPORT_MODULE), passthrough=True)
 
     alerts = commands.add_parser(
         "alerts",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"run the alerts worker: rules on kpi.updates, notifications (python -m {ALERTS_MODULE})",
         description=f"Run the alerts worker: python -m {ALERTS_MODULE} [ARGS...] (docs/alerts.md).",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     alerts.set_defaults(run=_module_runner(ALERTS_MODULE), passthrough=True)

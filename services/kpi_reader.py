@@ -222,7 +222,6 @@ async def read_leaderboard(
     return rows[:limit] if limit is not None else rows
 
 
-
 @dataclass(frozen=True)
 class LiveSnapshot:
     """The current day and month buckets and open pipeline of some scopes, at one change sequence."""

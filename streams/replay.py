@@ -96,6 +96,7 @@ class ProgressLine:
         self.done = 0
         self.started = time.monotonic()
         self._last = 0.0
+        self._drawn: int | None = None
         self.tty = sys.stderr.isatty()
 
     def advance(self, count: int) -> None:
@@ -112,11 +113,13 @@ class ProgressLine:
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         bar = "#" * int(share * 30)
         line = f"{self.label} [{bar:<30}] {self.done:,}/{self.total:,} {rate:,.0f}/s eta {eta:,.0f}s"
+        self._drawn = self.done
         sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
         sys.stderr.flush()
 
     def close(self) -> None:
-        self._draw(time.monotonic())
+        if self._drawn != self.done:  # the last advance drew the end already: once is enough
+            self._draw(time.monotonic())
         if self.tty:
             sys.stderr.write("\n")
 

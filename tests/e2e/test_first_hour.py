@@ -41,7 +41,9 @@ async def add_day(stack: Stack, figures: Mapping[str, tuple[str, Mapping[str, in
                 total[name] = total.get(name, 0) + value
     for scope, measures in totals.items():
         if measures:
-            await stack.redis.hset(stack.keys.bucket(scope, "day", today), mapping={k: str(v) for k, v in measures.items()})
+            await stack.redis.hset(
+                stack.keys.bucket(scope, "day", today), mapping={k: str(v) for k, v in measures.items()}
+            )
 
 
 async def test_the_api_docs_render_without_internet(api_only: Stack, screen: Screen) -> None:

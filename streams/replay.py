@@ -68,9 +68,10 @@ def not_applied(failed: PreviousCommitFailed) -> ReplayStopped:
 
 def unavailable(exc: KafkaError | RedisError, settings: Settings) -> str:
     """Which server failed a bulk command, and how."""
+    hint = "local servers start with `crm-pulse infra up`"
     if isinstance(exc, KafkaError):  # (its text names the class already)
-        return f"Kafka at {settings.kafka.bootstrap_servers} failed or cannot be reached ({exc})"
-    return f"Redis at {settings.redis.url} failed or cannot be reached ({type(exc).__name__}: {exc})"
+        return f"Kafka at {settings.kafka.bootstrap_servers} failed or cannot be reached ({exc}; {hint})"
+    return f"Redis at {settings.redis.url} failed or cannot be reached ({type(exc).__name__}: {exc}; {hint})"
 
 
 async def wipe_state(redis: Redis, keys: RedisKeys) -> int:

@@ -136,7 +136,8 @@ async def test_ties_and_zeros_rank_honestly(api_only: Stack, screen: Screen) -> 
     ranks = [await board.nth(i).locator("[data-rank]").inner_text() for i in range(5)]
     medals = [await board.nth(i).get_attribute("data-medal") for i in range(5)]
     assert order == ["ann", "bo", "cy", "di", "eve"]
-    assert ranks == ["1", "=2", "=2", "–", "–"]  # bo and cy tie on every key; nothing is no place
+    no_place = "\N{EN DASH}"
+    assert ranks == ["1", "=2", "=2", no_place, no_place]  # bo and cy tie on every key; nothing is no place
     assert medals == ["1", "2", "2", "", ""]
     zero_colour = await board.nth(3).locator("[data-rank]").evaluate("e => getComputedStyle(e).color")
     medal_colour = await board.nth(0).locator("[data-rank]").evaluate("e => getComputedStyle(e).color")
@@ -161,12 +162,14 @@ async def test_the_ticker_speaks_in_words_and_formatted_values(api_only: Stack, 
          "value": "0.142857", "op": "<", "threshold": "0.25", "fingerprint": "f1",
          "labels": {"alertname": "LowWinRate", "team": "team-01"}},
         {**base, "rule_id": "plan", "rule_name": "BehindPlan", "scope": "c", "kpi": "quota_attainment",
-         "value": "0.000000", "op": "<", "threshold": "0.5", "fingerprint": "f2", "labels": {"alertname": "BehindPlan"}},
+         "value": "0.000000", "op": "<", "threshold": "0.5", "fingerprint": "f2",
+         "labels": {"alertname": "BehindPlan"}},
         {**base, "rule_id": "calls", "rule_name": "TeamCallsMilestone", "scope": "t:team-02", "kpi": "calls",
          "value": "2019", "op": ">", "threshold": "400", "fingerprint": "f3",
          "labels": {"alertname": "TeamCallsMilestone", "team": "team-02"}},
         {**base, "rule_id": "big", "rule_name": "BigDay", "scope": "m:ann", "kpi": "revenue",
-         "value": "12500.5000", "op": ">=", "threshold": "10000", "fingerprint": "f4", "labels": {"alertname": "BigDay"}},
+         "value": "12500.5000", "op": ">=", "threshold": "10000", "fingerprint": "f4",
+         "labels": {"alertname": "BigDay"}},
     ]  # fmt: skip
     for entry in entries:
         await api_only.redis.xadd(history, {"data": json.dumps(entry)})

@@ -249,4 +249,5 @@ def test_bulk_commands_say_which_server_failed_and_what_to_do(
     assert done.returncode == 1, done.stderr
     assert f"{failed} failed or cannot be reached" in done.stderr
     assert said in done.stderr
+    assert "crm-pulse infra up" in done.stderr  # how to start the local servers
     assert "Traceback" not in done.stderr

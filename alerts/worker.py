@@ -69,6 +69,7 @@ class AlertsWorker:
         self.evaluator = Evaluator(
             settings.business.zone,
             probabilities={stage.name: stage.probability for stage in settings.business.funnel},
+            currency=settings.business.currency,
         )
         self.measures: dict[BucketRef, dict[str, int]] = {}
         self.team_members: dict[str, frozenset[str]] = {}

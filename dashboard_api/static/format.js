@@ -140,6 +140,6 @@ export function scopeName(scope) {
   if (token === "c" || token === "") return "Company";
   if (token.startsWith("t:")) return "Team " + token.slice(2);
   if (token.startsWith("m:")) return token.slice(2);
-  if (token.startsWith("d:")) return "Deal " + token.slice(2);
+  if (token.startsWith("deal:")) return "Deal " + token.slice(5);
   return token;
 }

@@ -207,9 +207,15 @@ async function listManagers() {
 function start() {
   initToken();
   startClock();
-  if (days === null) {
+  const unknown = [...params.keys()].filter((name) => !["manager", "days", "token"].includes(name));
+  if (days === null || unknown.length) {
     setStatus("connecting");
-    showMessage(`days=${params.get("days")} is not a number of days this view shows: use 7 to 90 (default ${DEFAULT_DAYS})`, "error");
+    showMessage(
+      days === null
+        ? `days=${params.get("days")} is not a number of days this view shows: use 7 to 90 (default ${DEFAULT_DAYS})`
+        : `Unknown setting ${unknown.join(", ")} in the address: this page takes manager, days, token`,
+      "error",
+    );
     return;
   }
   if (!managerId) {

@@ -51,6 +51,21 @@ function parsePlaylist() {
   return { views, rotateMs: Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 0 };
 }
 
+const PARAMS = ["scope", "team", "manager", "view", "playlist", "rotate", "rows", "sort", "token"];
+
+/** What is wrong with the page's address: an unknown parameter or a value it cannot use, else null. */
+function addressProblem() {
+  const unknown = [...params.keys()].filter((name) => !PARAMS.includes(name));
+  if (unknown.length) return `Unknown setting ${unknown.join(", ")} in the address: this page takes ${PARAMS.join(", ")}`;
+  const views = (params.get("playlist") || params.get("view") || "").split(",").map((name) => name.trim()).filter(Boolean);
+  const badView = views.find((name) => !VIEWS.includes(name));
+  if (badView) return `Unknown view ${badView}: use ${VIEWS.join(", ")}`;
+  if (params.has("sort") && !ROW_KPIS.includes(params.get("sort"))) return `Cannot rank by ${params.get("sort")}: use ${ROW_KPIS.join(", ")}`;
+  if (params.has("rows") && !/^[1-9][0-9]{0,2}$/.test(params.get("rows"))) return `rows=${params.get("rows")} is not a number of rows: use 1 to 100, or leave it out to fit every manager`;
+  if (params.has("rotate") && !(Number(params.get("rotate")) >= 0)) return `rotate=${params.get("rotate")} is not a number of seconds (0 stops the rotation)`;
+  return null;
+}
+
 const scope = parseScope();
 const playlist = parsePlaylist();
 // ?rows=N caps the board; without it every manager is shown that fits the screen (the rest are counted).
@@ -515,6 +530,13 @@ function start() {
   if (redirectToManagerView()) return;
   document.getElementById("scope-name").textContent = team ? "· " + team : "· company";
   if (scope.invalid) showMessage("Unknown scope " + scope.invalid + ": use ?scope=c or ?scope=t:<team id>", "error");
+  const problem = addressProblem();
+  if (problem) {
+    // Say so rather than show something else than was asked for; nothing loads until the address is fixed.
+    showMessage(problem, "error");
+    startClock();
+    return;
+  }
   startClock();
   startPlaylist();
   renderAll(false);

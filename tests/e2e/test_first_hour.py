@@ -259,3 +259,22 @@ async def test_the_manager_charts_have_honest_axes_and_the_days_parameter_works(
     await screen.page.goto(f"{api_only.api.base_url}/me?manager=ann&days=three")
     await expect(screen.page.locator("#message")).to_contain_text("days=three", timeout=LIVE_MS)
     screen.assert_no_script_errors()
+
+
+async def test_settings_in_the_address_that_the_page_cannot_use_are_said(api_only: Stack, screen: Screen) -> None:
+    token = await api_only.token(Role.DIRECTOR)
+    message = screen.page.locator("#message")
+    await screen.page.goto(f"{api_only.api.base_url}/?token={token}&view=leaderbord")
+    await expect(message).to_contain_text("Unknown view leaderbord: use leaderboard, funnel, compare", timeout=LIVE_MS)
+    await expect(screen.page.locator("#live-status")).to_have_attribute("data-state", "error")
+    await screen.screenshot("wall-bad-address")
+
+    for address, said in [
+        ("/?rws=5", "Unknown setting rws in the address"),
+        ("/?sort=win_rate", "Cannot rank by win_rate"),
+        ("/?rows=ten", "rows=ten is not a number of rows"),
+        ("/me?manager=ann&dys=3", "Unknown setting dys in the address"),
+    ]:
+        await screen.page.goto(api_only.api.base_url + address)
+        await expect(message).to_contain_text(said, timeout=LIVE_MS)
+    screen.assert_no_script_errors()

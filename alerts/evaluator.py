@@ -23,6 +23,7 @@ from alerts.deals import DealFacts, Index, deal_labels, deal_of_scope, deal_scop
 from alerts.routing import Group, add_alert, flush, options_for
 from alerts.series import fingerprint, render, selects, series_key, series_labels
 from alerts.state import Observation, SeriesState, Transition, step
+from services.kpis.display import format_kpi_value
 from services.kpis.periods import PeriodKind, local_date, period_of
 from services.schemas.alerts import Acknowledgement, Alert, AlertsConfig, Notification, Rule, Silence, kpi_kind
 
@@ -123,8 +124,11 @@ class Evaluator:
         series: Mapping[str, SeriesRecord] | None = None,
         groups: Mapping[str, Group] | None = None,
         probabilities: Mapping[str, Decimal] | None = None,
+        currency: str = "USD",
     ) -> None:
         self.zone = zone
+        self.currency = currency
+        """The reporting currency: money values in messages are shown in it."""
         self.probabilities: dict[str, Decimal] = dict(probabilities or {})
         """Win probability per funnel stage (weighted pipeline, forecast)."""
         self.quotas: dict[str, int | None] = {}
@@ -419,6 +423,13 @@ class Evaluator:
         """Record a transition (history, active alerts, groups); the alert's fingerprint."""
         fp = fingerprint(labels)
         value_text = _text(transition.value)
+        threshold = rule.condition.threshold
+        recovery = rule.condition.recovery_threshold or threshold
+
+        def shown(value: Decimal | None) -> str:
+            return format_kpi_value(rule.kpi, value, self.currency, compare=rule.condition.compare)
+
+        # Messages read like the wall ("14%", "$12,501", "2,019"); the exact values stay in the record.
         fields = {
             "alertname": rule.name,
             "rule_id": rule.id,
@@ -431,9 +442,12 @@ class Evaluator:
             "manager": labels.get("manager", ""),
             "team": labels.get("team", ""),
             "period": rule.period,
-            "value": value_text,
-            "threshold": format(rule.condition.threshold, "f"),
-            "recovery_threshold": _text(rule.condition.recovery_threshold or rule.condition.threshold),
+            "value": shown(transition.value),
+            "threshold": shown(threshold),
+            "recovery_threshold": shown(recovery),
+            "value_raw": value_text,
+            "threshold_raw": format(threshold, "f"),
+            "recovery_threshold_raw": _text(recovery),
             "op": rule.condition.op,
             "compare": rule.condition.compare,
             "severity": rule.severity,
@@ -459,8 +473,8 @@ class Evaluator:
                 "severity": rule.severity,
                 "kpi": rule.kpi,
                 "op": rule.condition.op,
-                "threshold": fields["threshold"],
-                "recovery_threshold": fields["recovery_threshold"],
+                "threshold": fields["threshold_raw"],
+                "recovery_threshold": fields["recovery_threshold_raw"],
                 "compare": rule.condition.compare,
                 "message": annotations["summary"],
                 "starts_at": _iso(state.active_at or before.active_at),

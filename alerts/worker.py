@@ -36,6 +36,7 @@ from services.alert_config import read_dynamic, restore_alert_config
 from services.kafka import consumer as kafka_consumer
 from services.kafka import ensure_topics, partition_ids
 from services.kafka import producer as kafka_producer
+from services.kafka_logs import quiet_coordinator_start_up
 from services.kpis.contributions import DealEvent, from_us
 from services.kpis.deal_clock import US_PER_S, deal_clock
 from services.kpis.measures import decode_hash
@@ -68,6 +69,7 @@ class AlertsWorker:
         self.evaluator = Evaluator(
             settings.business.zone,
             probabilities={stage.name: stage.probability for stage in settings.business.funnel},
+            currency=settings.business.currency,
         )
         self.measures: dict[BucketRef, dict[str, int]] = {}
         self.team_members: dict[str, frozenset[str]] = {}
@@ -366,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_coordinator_start_up()
     path = args.config or settings.alerts.config_file
     try:
         config = load_config(path) if path else AlertsConfig()

@@ -20,6 +20,7 @@ from dashboard_api.auth import AUTH_RESPONSES, Access, get_principal, redact_tok
 from dashboard_api.broadcaster import ChangeBroadcaster
 from dashboard_api.metrics import ApiMetrics
 from dashboard_api.publisher import EventPublisher
+from dashboard_api.query_check import reject_unknown_query_parameters
 from dashboard_api.routers import (
     alerts,
     directory,
@@ -37,6 +38,7 @@ from dashboard_api.routers import (
     tokens,
 )
 from dashboard_api.routers.display import STATIC_DIR
+from dashboard_api.routers.docs import mount_docs
 from dashboard_api.token_watch import TokenWatch
 from services.alert_config import AlertConfigWriter
 from services.quota_store import QuotaWriter
@@ -139,6 +141,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         version="0.1.0",
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by mount_docs from local files: FastAPI's own pages load their assets from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.keys = keys
@@ -166,10 +171,17 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         tokens.router,
     ):
         # Every data path needs a token; each route declares who may use it (dashboard_api/auth.py).
-        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)], responses=AUTH_RESPONSES)
+        # Unknown query parameters get a 422 rather than being ignored (dashboard_api/query_check.py).
+        app.include_router(
+            router,
+            prefix=API_PREFIX,
+            dependencies=[Depends(get_principal), Depends(reject_unknown_query_parameters)],
+            responses=AUTH_RESPONSES,
+        )
     app.include_router(live.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(display.router)
+    mount_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

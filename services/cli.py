@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from services import localinfra, token_command
 from services.localinfra import layout
-from services.localinfra.errors import LocalInfraError
+from services.localinfra.errors import START_SERVERS_HINT, LocalInfraError
 from services.localinfra.kafka_broker import fetch_jars
 from services.localinfra.stack import SERVERS
 from services.quotas import (
@@ -61,10 +61,6 @@ API_FACTORY = "dashboard_api.app:create_app"
 
 PROG = "crm-pulse"
 _Runner = Callable[[Settings, argparse.Namespace, list[str]], int]
-_PASSTHROUGH_EPILOG = (
-    "Every argument after the subcommand goes to the module unchanged; "
-    "to pass one of ours (such as --help) put '--' before it."
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser(
         "worker",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"run the stream worker (python -m {WORKER_MODULE})",
         description=f"Run the stream worker: python -m {WORKER_MODULE} [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     worker.set_defaults(run=_module_runner(WORKER_MODULE), passthrough=True)
@@ -140,40 +136,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"run the CRM event simulator (python -m {SIMULATOR_MODULE})",
         description=f"Run the CRM event simulator: python -m {SIMULATOR_MODULE} [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     simulate.set_defaults(run=_module_runner(SIMULATOR_MODULE), passthrough=True)
 
     replay = commands.add_parser(
         "replay",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"rebuild the Redis state by replaying Kafka (python -m {REPLAY_MODULE})",
         description=f"Rebuild the Redis state by replaying Kafka: python -m {REPLAY_MODULE} [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     replay.set_defaults(run=_module_runner(REPLAY_MODULE), passthrough=True)
 
     history = commands.add_parser(
         "import",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"import a JSONL history file into Kafka and catch the state up (python -m {IMPORT_MODULE})",
         description=f"Import a JSONL history file: python -m {IMPORT_MODULE} FILE [ARGS...].",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     history.set_defaults(run=_module_runner(IMPORT_MODULE), passthrough=True)
 
     alerts = commands.add_parser(
         "alerts",
-        usage="%(prog)s [-h] [ARGS ...]",
         help=f"run the alerts worker: rules on kpi.updates, notifications (python -m {ALERTS_MODULE})",
         description=f"Run the alerts worker: python -m {ALERTS_MODULE} [ARGS...] (docs/alerts.md).",
-        epilog=_PASSTHROUGH_EPILOG,
+        # --help goes to the module too: it prints the real options.
+        add_help=False,
         allow_abbrev=False,
     )
     alerts.set_defaults(run=_module_runner(ALERTS_MODULE), passthrough=True)
@@ -217,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     quota_import.add_argument("file", metavar="FILE.csv", help="the CSV file ('-' reads standard input)")
+    quota_import.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="accept managers no event was attributed to yet (by default the file is refused: a typo would add "
+        "to the team's and company's plan)",
+    )
     quota_import.set_defaults(run=_quotas_import)
     quota_list = quota_actions.add_parser(
         "list",
@@ -333,7 +335,40 @@ def _quotas_import(settings: Settings, args: argparse.Namespace, extras: list[st
         for problem in exc.problems:
             print(f"  {args.file}:{problem.line}: {problem.reason}", file=sys.stderr)
         return 1
-    return asyncio.run(_write_quotas(localinfra.client_settings(settings), quotas))
+    in_use = localinfra.client_settings(settings)
+    if not args.allow_unknown:
+        from redis.exceptions import RedisError
+
+        try:
+            unknown = asyncio.run(_unknown_managers(in_use, sorted({quota.manager_id for quota in quotas})))
+        except RedisError as exc:
+            print(
+                f"{PROG}: Redis at {in_use.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}", file=sys.stderr
+            )
+            return 1
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            print(
+                f"{PROG}: {len(unknown)} manager(s) of {args.file} no event was attributed to: {shown}; nothing was "
+                "written. Check the ids (GET /api/v1/managers lists the known ones), or pass --allow-unknown for "
+                "managers who have no events yet",
+                file=sys.stderr,
+            )
+            return 2
+    return asyncio.run(_write_quotas(in_use, quotas))
+
+
+async def _unknown_managers(settings: Settings, managers: list[str]) -> list[str]:
+    """The managers no event was attributed to (not in the worker's directory)."""
+    from services.redis import redis_client
+    from services.topics import RedisKeys
+
+    redis = redis_client(settings)
+    try:
+        known = await redis.smismember(RedisKeys.from_settings(settings).managers, managers) if managers else []
+    finally:
+        await redis.aclose()
+    return [manager for manager, member in zip(managers, known, strict=True) if not member]
 
 
 DEMO_QUOTA = Decimal("60000")
@@ -379,7 +414,10 @@ async def _write_quotas(settings: Settings, quotas: list[Quota], *, quiet: bool 
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except RedisError as exc:
-        print(f"{PROG}: Redis at {settings.redis.url} is unavailable ({exc}); import again", file=sys.stderr)
+        print(
+            f"{PROG}: Redis at {settings.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}, then import again",
+            file=sys.stderr,
+        )
         return 1
     finally:
         await writer.close()
@@ -414,7 +452,7 @@ async def _print_quotas(settings: Settings, month: str, *, as_csv: bool) -> int:
     try:
         quotas = await list_month_quotas(redis, RedisKeys.from_settings(settings), month)
     except RedisError as exc:
-        print(f"{PROG}: Redis at {settings.redis.url} is unavailable ({exc})", file=sys.stderr)
+        print(f"{PROG}: Redis at {settings.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}", file=sys.stderr)
         return 1
     finally:
         await redis.aclose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -152,10 +153,21 @@ async def team_exists(redis: Redis, keys: RedisKeys, team_id: str) -> bool:
     return bool(await redis.sismember(keys.teams, team_id))
 
 
+TIE_BREAKERS = ("deals_won", "calls")
+"""What orders managers equal on the ranked KPI, in this order."""
+
+
 class LeaderboardRow(BaseModel):
     """One manager's place in a ranking."""
 
-    rank: int = Field(description="1-based position; managers with equal values get consecutive ranks by id")
+    rank: int = Field(
+        description="1-based position; managers equal on the ranked KPI, deals won and calls share a rank "
+        "(1, 2, 2, 4), listed by id"
+    )
+    tied: bool = Field(False, description="another manager has the same rank")
+    active: bool = Field(
+        True, description="false when the manager has nothing on the ranked KPI, deals won and calls (no real place)"
+    )
     manager_id: str
     kpis: KpiValues
 
@@ -173,8 +185,9 @@ async def read_leaderboard(
     """Managers (all, or a team's) ranked by one KPI over a period, best first.
 
     A manager's figures are the manager scope's (every event attributed to them), also when
-    the ranking is restricted to a team. Undefined ratios rank last; ties go by manager id.
-    ``quotas`` (a month's quotas by manager, money units) adds quota and quota_attainment.
+    the ranking is restricted to a team. Undefined ratios rank last; ties go by deals won, then
+    calls, and managers equal on all three share a rank (listed by id). ``quotas`` (a month's quotas
+    by manager, money units) adds quota and quota_attainment.
     """
     if sort not in NUMERIC_KPIS:
         raise ValueError(f"cannot rank by {sort!r}; choose one of {list(NUMERIC_KPIS)}")
@@ -185,9 +198,27 @@ async def read_leaderboard(
     scored = [(manager, derive_kpis(values)) for manager, values in zip(managers, measures, strict=True)]
     if quotas is not None:
         scored = [(manager, with_quota(kpis, quotas.get(manager))) for manager, kpis in scored]
-    # Managers come sorted by id and the sort is stable (also reversed), so ties stay in id order.
-    scored.sort(key=lambda row: ranking_key(row[1], sort), reverse=True)
-    rows = [LeaderboardRow(rank=i, manager_id=manager, kpis=kpis) for i, (manager, kpis) in enumerate(scored, 1)]
+    keys_of = [sort, *(kpi for kpi in TIE_BREAKERS if kpi != sort)]
+
+    def key(kpis: KpiValues) -> tuple[tuple[bool, Decimal], ...]:
+        return tuple(ranking_key(kpis, kpi) for kpi in keys_of)
+
+    # Managers come sorted by id and the sort is stable (also reversed), so full ties stay in id order.
+    scored.sort(key=lambda row: key(row[1]), reverse=True)
+    keyed = [key(kpis) for _, kpis in scored]
+    rows: list[LeaderboardRow] = []
+    for index, (manager, kpis) in enumerate(scored):
+        same_as_before = index > 0 and keyed[index - 1] == keyed[index]
+        same_as_after = index + 1 < len(keyed) and keyed[index + 1] == keyed[index]
+        rows.append(
+            LeaderboardRow(
+                rank=rows[-1].rank if same_as_before else index + 1,
+                tied=same_as_before or same_as_after,
+                active=any(value != 0 for _, value in keyed[index]),
+                manager_id=manager,
+                kpis=kpis,
+            )
+        )
     return rows[:limit] if limit is not None else rows
 
 

@@ -55,7 +55,7 @@ def _non_negative(kind: type[int] | type[float]) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m services.simulator",
+        prog="crm-pulse simulate",
         description=(
             "Realistic CRM events (CONTRACT section 1) for the demo, load tests and benchmarks.\n\n"
             "Live mode (--rate N, the default): N records per second, each dated by the wall clock.\n"

@@ -1,11 +1,16 @@
 """Child processes of ``crm-pulse demo``: started with their output in log files, stopped in reverse order.
 
 Each child runs in its own session, so Ctrl-C in the terminal reaches only the supervisor, which
-then stops the children in the order it chooses (the last started first) by their PIDs.
+then stops the children in the order it chooses (the last started first) by their PIDs. Each child
+also asks Linux for a SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), so a supervisor that
+is SIGKILLed leaves no worker, API or simulator behind.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import signal
 import subprocess
@@ -17,6 +22,20 @@ from urllib.error import URLError
 from urllib.request import urlopen
 
 from services.localinfra.processes import log_size, log_tail
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent dies."""
+
+
+def _terminate_with_parent(parent: int) -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux; elsewhere nothing happens)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ChildExitedError(Exception):
@@ -62,6 +81,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=functools.partial(_terminate_with_parent, os.getpid()),  # single-threaded: safe here
             )
         child = Child(name, process, log_path, log_start)
         self.children.append(child)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,12 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis.asyncio import Redis
+
 from services import localinfra
 from services.auth import ROLE_HELP, InvalidPrincipal, Role, TokenNotFound
+from services.localinfra.errors import START_SERVERS_HINT
 from services.redis import redis_client
 from services.settings import Settings
 from services.token_store import TokenRecord, TokenStore
-from services.topics import AuthKeys
+from services.topics import AuthKeys, RedisKeys
 
 PROG = "crm-pulse"
 T = TypeVar("T")
@@ -50,6 +54,11 @@ def add_parser(commands: Any) -> None:
     create.add_argument("--name", required=True, help="who or what holds it, e.g. 'lobby wall' (shown in the list)")
     create.add_argument("--team", metavar="TEAM_ID", help="team_lead: the team led; display: the team shown")
     create.add_argument("--manager", metavar="MANAGER_ID", help="manager: the manager")
+    create.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="accept a team or manager no event has carried yet (by default that is refused: likely a typo)",
+    )
     create.set_defaults(run=_create)
     listing = actions.add_parser(
         "list",
@@ -87,9 +96,54 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+FLAGS = {"team_id": "--team", "manager_id": "--manager", "role": "--role", "name": "--name"}
+"""The command-line flag of each field a message may name."""
+
+
+def in_flags(message: str) -> str:
+    """A message about the token's fields, in the words of this command's flags."""
+    for field, flag in FLAGS.items():
+        message = re.sub(rf"\b{field}\b", flag, message)
+    return message
+
+
+def _unknown_binding(settings: Settings, team: str | None, manager: str | None) -> str | None:
+    """Why the team or manager looks like a typo (no event has carried it), or None."""
+
+    async def check() -> str | None:
+        settings_in_use = localinfra.client_settings(settings)
+        redis = redis_client(settings_in_use)
+        try:
+            return await _unknown_in(redis, RedisKeys.from_settings(settings_in_use), team, manager)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(check())
+
+
+async def _unknown_in(redis: Redis, keys: RedisKeys, team: str | None, manager: str | None) -> str | None:
+    if team is not None and not await redis.sismember(keys.teams, team):
+        known = sorted(
+            item.decode() if isinstance(item, bytes) else str(item) for item in await redis.smembers(keys.teams)
+        )
+        return f"unknown team {team!r} (--team): no event has carried it; known teams: {', '.join(known) or 'none yet'}"
+    if manager is not None and not await redis.sismember(keys.managers, manager):
+        return (
+            f"unknown manager {manager!r} (--manager): no event was attributed to it (GET /api/v1/managers lists them)"
+        )
+    return None
+
+
 def _create(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
     from redis.exceptions import RedisError
 
+    if not args.allow_unknown:
+        try:
+            unknown = _unknown_binding(settings, args.team, args.manager)
+        except RedisError as exc:
+            return _fail(f"Redis at {settings.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}")
+        if unknown:
+            return _fail(f"{unknown}; check the spelling, or pass --allow-unknown for one that has no events yet", 2)
     try:
         token, record = _run(
             settings,
@@ -98,9 +152,9 @@ def _create(settings: Settings, args: argparse.Namespace, extras: list[str]) -> 
             ),
         )
     except (InvalidPrincipal, ValueError) as exc:
-        return _fail(str(exc), 2)
+        return _fail(in_flags(str(exc)), 2)
     except RedisError as exc:
-        return _fail(f"Redis at {settings.redis.url} is unavailable ({exc})")
+        return _fail(f"Redis at {settings.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}")
     print(token)
     print(
         f"created token {record.id} for {record.principal().describe()}; it is shown only this once. "
@@ -116,7 +170,7 @@ def _list(settings: Settings, args: argparse.Namespace, extras: list[str]) -> in
     try:
         records = _run(settings, lambda store: store.list_tokens(include_revoked=args.all))
     except RedisError as exc:
-        return _fail(f"Redis at {settings.redis.url} is unavailable ({exc})")
+        return _fail(f"Redis at {settings.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}")
     if args.json:
         for record in records:
             print(record.model_dump_json())
@@ -154,12 +208,18 @@ def _minute(when: datetime | None) -> str:
 def _revoke(settings: Settings, args: argparse.Namespace, extras: list[str]) -> int:
     from redis.exceptions import RedisError
 
+    now = _now()
     try:
-        record = _run(settings, lambda store: store.revoke(args.token_id, _now()))
+        record = _run(settings, lambda store: store.revoke(args.token_id, now))
     except TokenNotFound as exc:
         return _fail(str(exc))
     except RedisError as exc:
-        return _fail(f"Redis at {settings.redis.url} is unavailable ({exc})")
+        return _fail(f"Redis at {settings.redis.url} cannot be reached ({exc}); {START_SERVERS_HINT}")
+    if record.revoked_at is not None and record.revoked_at < now:
+        print(
+            f"token {record.id} ({record.principal().describe()}) was already revoked on {_minute(record.revoked_at)}"
+        )
+        return 0
     print(f"revoked token {record.id} ({record.principal().describe()})")
     return 0
 

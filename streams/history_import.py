@@ -14,8 +14,11 @@ import asyncio
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -23,6 +26,8 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from services import kafka
+from services.kpis.reference import admit
+from services.schemas.events import ValidationPolicy
 from services.settings import Settings, load_settings
 from streams.replay import (
     DEFAULT_BATCH,
@@ -32,7 +37,6 @@ from streams.replay import (
     replay,
     running_workers,
     unavailable,
-    workers_running,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,35 @@ def read_lines(path: Path) -> Iterator[bytes]:
             stripped = line.rstrip(b"\r\n")
             if stripped.strip():
                 yield stripped
+
+
+@dataclass
+class FileCheck:
+    """What the worker will make of a file's records, checked before they are produced."""
+
+    records: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = dataclass_field(default_factory=Counter)
+    """Rejected records by the contract's reason code."""
+    duplicates: int = 0
+    """Records whose event_id an earlier accepted record of the file has (ignored, not rejected)."""
+
+    def report(self) -> str:
+        """One line: accepted, rejected by reason, duplicates."""
+        rejected = sum(self.rejected.values())
+        reasons = ", ".join(f"{count:,} {code}" for code, count in self.rejected.most_common())
+        parts = [f"{self.accepted:,} accepted", f"{rejected:,} rejected" + (f" ({reasons})" if reasons else "")]
+        parts.append(f"{self.duplicates:,} duplicate{'s' if self.duplicates != 1 else ''} (event_id seen before)")
+        return f"{self.records:,} records: " + ", ".join(parts)
+
+
+def check_file(path: Path, policy: ValidationPolicy, *, now: datetime) -> FileCheck:
+    """What the worker will make of the file's records: the batch reference's admission (contract order,
+    the watermark rising through the file, repeated ids). Ids the state accepted before are not known here."""
+    admission = admit(read_lines(path), policy, now=now)
+    rejected = Counter(str(code) for _, code in admission.rejected)
+    accepted = len(admission.accepted)
+    return FileCheck(accepted + sum(rejected.values()) + admission.duplicates, accepted, rejected, admission.duplicates)
 
 
 async def produce_file(settings: Settings, path: Path, *, show_progress: bool = True) -> int:
@@ -160,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     started = time.monotonic()
     try:
+        check = check_file(args.file, ValidationPolicy.from_settings(settings.business), now=datetime.now(UTC))
         imported = asyncio.run(
             import_history(
                 settings,
@@ -175,11 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportStopped, ReplayStopped) as exc:
         print(f"crm-pulse import: {exc}", file=sys.stderr)
         return 1
-    print(f"imported {imported.sent:,} records from {args.file} in {time.monotonic() - started:.1f}s")
+    took = time.monotonic() - started
+    if check.accepted == 0:
+        print(
+            f"crm-pulse import: nothing to import from {args.file}: {check.report()}; rejected records are in "
+            f"the dead-letter topic {settings.kafka.dlq_topic} with their reasons",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"imported {args.file} in {took:.1f}s: {check.report()}")
+    if check.rejected:
+        print(f"the rejected records are in the dead-letter topic {settings.kafka.dlq_topic} with their reasons")
     if imported.workers:
         print(
-            f"{workers_running(imported.workers, settings)} to bring the state up to date in bulk (then run "
-            "`crm-pulse replay --keep`), or let them apply the records one batch at a time, as they do now"
+            f"done: the records are in Kafka and the {imported.workers} running worker(s) are applying them now; "
+            "nothing more to do (for a bulk catch-up instead, stop the workers and run `crm-pulse replay --keep`)"
         )
     return 0
 

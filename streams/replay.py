@@ -68,9 +68,10 @@ def not_applied(failed: PreviousCommitFailed) -> ReplayStopped:
 
 def unavailable(exc: KafkaError | RedisError, settings: Settings) -> str:
     """Which server failed a bulk command, and how."""
+    hint = "local servers start with `crm-pulse infra up`"
     if isinstance(exc, KafkaError):  # (its text names the class already)
-        return f"Kafka at {settings.kafka.bootstrap_servers} failed or cannot be reached ({exc})"
-    return f"Redis at {settings.redis.url} failed or cannot be reached ({type(exc).__name__}: {exc})"
+        return f"Kafka at {settings.kafka.bootstrap_servers} failed or cannot be reached ({exc}; {hint})"
+    return f"Redis at {settings.redis.url} failed or cannot be reached ({type(exc).__name__}: {exc}; {hint})"
 
 
 async def wipe_state(redis: Redis, keys: RedisKeys) -> int:
@@ -96,6 +97,7 @@ class ProgressLine:
         self.done = 0
         self.started = time.monotonic()
         self._last = 0.0
+        self._drawn: int | None = None
         self.tty = sys.stderr.isatty()
 
     def advance(self, count: int) -> None:
@@ -112,11 +114,13 @@ class ProgressLine:
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         bar = "#" * int(share * 30)
         line = f"{self.label} [{bar:<30}] {self.done:,}/{self.total:,} {rate:,.0f}/s eta {eta:,.0f}s"
+        self._drawn = self.done
         sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
         sys.stderr.flush()
 
     def close(self) -> None:
-        self._draw(time.monotonic())
+        if self._drawn != self.done:  # the last advance drew the end already: once is enough
+            self._draw(time.monotonic())
         if self.tty:
             sys.stderr.write("\n")
 

@@ -10,6 +10,7 @@ import sys
 from faust.worker import Worker
 
 from services.kafka import ensure_product_topics
+from services.kafka_logs import quiet_coordinator_start_up
 from services.settings import load_settings
 from streams.app import create_app
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.web_port is not None:
         settings = settings.with_overrides(worker={"web_port": args.web_port})
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_coordinator_start_up()
     created = asyncio.run(ensure_product_topics(settings))
     if created:
         logging.getLogger(__name__).info("created topics %s", ", ".join(created))

@@ -57,9 +57,21 @@ export function socketUrl(path) {
   return scheme + "//" + window.location.host + path + query;
 }
 
-/** The on-screen text for an error answer that the token causes, with the server's reason if known. */
+/**
+ * What a screen says when the token is refused, in words for whoever stands in front of the TV:
+ * `text` the main line, `hint` a small line for the administrator (the server's reason).
+ */
 export function authMessage(status, detail) {
-  const what = status === 403 ? "This token may not see these figures" : "No valid access token";
-  const reason = detail ? ": " + detail : "";
-  return what + " (HTTP " + status + ")" + reason + ". Open this page as /?token=<your token>, or ask an administrator for one.";
+  if (status === 403) {
+    return {
+      text: "This screen's access link may not show these figures. Ask your administrator for a link to this view.",
+      hint: "Refused for this access token (HTTP 403)" + (detail ? ": " + detail : ""),
+    };
+  }
+  return {
+    text: token
+      ? "This screen's access link has expired or was revoked. Ask your administrator for a new link."
+      : "This screen needs an access link. Ask your administrator for the link to this display.",
+    hint: "Administrators: create a display token with 'crm-pulse tokens create --role display' and open this page with ?token=… (HTTP " + status + ")",
+  };
 }

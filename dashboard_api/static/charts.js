@@ -1,6 +1,6 @@
 // Inline SVG charts drawn by hand: daily bars and an area line, sized by the viewBox.
 
-import { formatCompact, formatKpi } from "./format.js";
+import { formatCompact, formatKpi, kpiKind } from "./format.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const PAD = { left: 78, right: 16, top: 18, bottom: 38 };
@@ -12,11 +12,25 @@ function node(name, attributes, parent) {
   return element;
 }
 
-function niceMax(value) {
-  if (value <= 0) return 1;
+/**
+ * The top of the axis: the first of 2, 4, 10 times a power of ten at or above the largest value, so the
+ * three ticks (0, half, top) are distinct round numbers, whole numbers for counts. An empty chart
+ * gets a nominal scale (counts 0–2, money 0–100) rather than repeated labels.
+ */
+export function axisTop(value, kind) {
+  const whole = kind !== "percent";
+  if (!(value > 0)) return kind === "money" ? 100 : kind === "percent" ? 1 : 2;
   const power = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
-  return 10 * power;
+  for (const step of [1, 2, 4, 10]) {
+    const top = step * power;
+    if (top >= value && (!whole || (Number.isInteger(top) && Number.isInteger(top / 2)))) return top;
+  }
+  return 10 * power * (whole && power < 1 ? 1 / power : 1);
+}
+
+function shortDate(label) {
+  const day = new Date(label + "T00:00:00Z");
+  return day.toLocaleDateString("en-GB", { day: "numeric", month: "short", timeZone: "UTC" });
 }
 
 /**
@@ -31,7 +45,7 @@ export function drawChart(svg, points, { kpi, kind = "bar", currency = "USD" }) 
   svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
   svg.setAttribute("role", "img");
   const values = points.map((point) => Number(point.value) || 0);
-  const top = niceMax(Math.max(0, ...values));
+  const top = axisTop(Math.max(0, ...values), kpiKind(kpi));
   const plotW = WIDTH - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const x = (i) => PAD.left + (points.length <= 1 ? plotW / 2 : (i * plotW) / (points.length - 1));
@@ -43,12 +57,18 @@ export function drawChart(svg, points, { kpi, kind = "bar", currency = "USD" }) 
     node("text", { x: PAD.left - 10, y: y(level) + 7, class: "axis", "text-anchor": "end" }, svg).textContent =
       formatCompact(kpi, level, currency);
   }
-  if (points.length) {
-    const first = node("text", { x: PAD.left, y: HEIGHT - 8, class: "axis", "text-anchor": "start" }, svg);
-    first.textContent = points[0].label.slice(5);
-    const last = node("text", { x: WIDTH - PAD.right, y: HEIGHT - 8, class: "axis", "text-anchor": "end" }, svg);
-    last.textContent = points[points.length - 1].label.slice(5);
-  }
+  const slot = plotW / Math.max(points.length, 1);
+  const centre = (i) => (kind === "bar" ? PAD.left + i * slot + slot / 2 : x(i));
+  // A date under today and under each week before it (every day on a short chart).
+  const every = points.length <= 10 ? 1 : 7;
+  points.forEach((point, i) => {
+    if ((points.length - 1 - i) % every !== 0) return;
+    const last = i === points.length - 1;
+    const anchor = last ? "end" : i === 0 ? "start" : "middle";
+    const at = last ? Math.min(WIDTH - PAD.right, centre(i) + 20) : centre(i);
+    const label = node("text", { x: at, y: HEIGHT - 8, class: "axis", "text-anchor": anchor, "data-date": point.label }, svg);
+    label.textContent = last ? "today" : shortDate(point.label);
+  });
 
   const series = node("g", { class: "series series-" + kind }, svg);
   if (kind === "line") {
@@ -59,7 +79,6 @@ export function drawChart(svg, points, { kpi, kind = "bar", currency = "USD" }) 
       node("path", { d: path, class: "line" }, series);
     }
   }
-  const slot = plotW / Math.max(points.length, 1);
   points.forEach((point, i) => {
     const value = values[i];
     const title = point.label + ": " + formatKpi(kpi, point.value, currency);

@@ -1,6 +1,6 @@
 // A manager's own numbers: today against yesterday, the month against the last one and the plan,
 // and daily trend charts over the last 30 days, kept live by the WebSocket feed.
-// URL: /me?manager=<id>[&token=...]
+// URL: /me?manager=<id>[&days=30][&token=...]  (days: 7 to 90 days of trend charts)
 
 import { getJSON, initToken } from "./api.js";
 import { drawChart } from "./charts.js";
@@ -20,6 +20,21 @@ const TRENDS = [
 
 const params = new URLSearchParams(window.location.search);
 const managerId = params.get("manager");
+const DEFAULT_DAYS = 30;
+const days = parseDays(params.get("days"));
+
+function parseDays(given) {
+  if (given === null) return DEFAULT_DAYS;
+  const number = Number(given);
+  return Number.isInteger(number) && number >= 7 && number <= 90 ? number : null;
+}
+
+/** The local day `count - 1` days before `label` (YYYY-MM-DD), for the series' from. */
+function daysBefore(label, count) {
+  const day = new Date(label + "T00:00:00Z");
+  day.setUTCDate(day.getUTCDate() - (count - 1));
+  return day.toISOString().slice(0, 10);
+}
 const base = (kind) => `/api/v1/${kind}/managers/${encodeURIComponent(managerId)}`;
 
 const state = {
@@ -74,18 +89,28 @@ async function loadRank() {
   try {
     const board = await getJSON("/api/v1/leaderboard", { period: "day", sort: "revenue" });
     const row = board.rows.find((item) => item.manager_id === managerId);
-    document.getElementById("rank-line").textContent = row ? `#${row.rank} of ${board.rows.length} by revenue today` : "";
+    document.getElementById("rank-line").textContent = row ? rankText(row, board.rows.length) : "";
   } catch (error) {
     document.getElementById("rank-line").textContent = "";
   }
 }
 
+/** "#3 of 12 by revenue today", saying what the place rests on; nothing to rank is said as such. */
+function rankText(row, count) {
+  if (!row.active) return "Not ranked yet today";
+  const place = (row.tied ? "tied #" : "#") + row.rank + " of " + count;
+  if (Number(row.kpis.revenue) > 0) return place + " by revenue today";
+  if (Number(row.kpis.deals_won) > 0) return place + " by deals won today";
+  return place + " by calls today";
+}
+
 async function loadAll() {
   try {
-    const [day, month, series, pipeline] = await Promise.all([
-      getJSON(base("kpis"), { period: "day" }),
+    // Today first: the chart's first day counts back from today in the business time zone.
+    const day = await getJSON(base("kpis"), { period: "day" });
+    const [month, series, pipeline] = await Promise.all([
       getJSON(base("kpis"), { period: "month" }),
-      getJSON(base("kpis") + "/series", { granularity: "day" }),
+      getJSON(base("kpis") + "/series", { granularity: "day", from: daysBefore(day.period.label, days) }),
       getJSON(base("pipeline")),
     ]);
     state.currency = day.currency || state.currency;
@@ -182,6 +207,17 @@ async function listManagers() {
 function start() {
   initToken();
   startClock();
+  const unknown = [...params.keys()].filter((name) => !["manager", "days", "token"].includes(name));
+  if (days === null || unknown.length) {
+    setStatus("connecting");
+    showMessage(
+      days === null
+        ? `days=${params.get("days")} is not a number of days this view shows: use 7 to 90 (default ${DEFAULT_DAYS})`
+        : `Unknown setting ${unknown.join(", ")} in the address: this page takes manager, days, token`,
+      "error",
+    );
+    return;
+  }
   if (!managerId) {
     setStatus("connecting");
     listManagers();

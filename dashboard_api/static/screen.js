@@ -7,6 +7,7 @@ const STATUS_TEXT = {
   live: "live",
   reconnecting: "reconnecting…",
   unauthorized: "no access",
+  error: "not live",
 };
 
 /** Tick the header clock every second. */
@@ -27,9 +28,10 @@ export function startClock() {
 
 let feedState = "connecting";
 let unauthorized = false;
+let failed = false; // an error message is over the page: the figures behind it are not live
 
 function renderStatus() {
-  const state = unauthorized ? "unauthorized" : feedState;
+  const state = unauthorized ? "unauthorized" : failed ? "error" : feedState;
   const status = document.getElementById("live-status");
   status.dataset.state = state;
   document.getElementById("live-status-text").textContent = STATUS_TEXT[state] || state;
@@ -43,11 +45,19 @@ export function setStatus(state) {
 }
 
 /** A message over the page (null hides it); `kind` "auth" or "error" styles it. */
-export function showMessage(text, kind = "error") {
+export function showMessage(text, kind = "error", detail = "") {
   const message = document.getElementById("message");
   message.hidden = !text;
   message.dataset.kind = text ? kind : "";
   message.textContent = text || "";
+  if (text && detail) {
+    const small = document.createElement("small");
+    small.className = "detail";
+    small.textContent = detail;
+    message.appendChild(small);
+  }
+  failed = Boolean(text) && kind === "error";
+  renderStatus();
 }
 
 /**
@@ -69,7 +79,8 @@ export function showDenied(status, detail) {
   const shown = document.getElementById("message");
   // The first explanation of a refusal stays (REST and the socket both report the same token).
   if (!shown.hidden && shown.dataset.kind === "auth" && shown.dataset.status === String(status)) return;
-  showMessage(authMessage(status, detail), "auth");
+  const { text, hint } = authMessage(status, detail);
+  showMessage(text, "auth", hint);
   shown.dataset.status = String(status);
   unauthorized = true;
   renderStatus();
@@ -79,6 +90,7 @@ export function showDenied(status, detail) {
 export function clearError() {
   const message = document.getElementById("message");
   if (!message.hidden) showMessage(null);
+  failed = false;
   if (unauthorized) {
     unauthorized = false;
     renderStatus();

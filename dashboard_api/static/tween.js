@@ -50,8 +50,16 @@ export function showValue(element, value, format, animate = true) {
   if (animate && previous !== undefined && previous !== raw) flash(element);
 }
 
-/** Briefly highlight an element (restarting the highlight if it is already running). */
+const FLASH_GAP_MS = 4000;
+
+/**
+ * Briefly underline an element that changed. A figure that changes all the time (calls at 20 events/s)
+ * is marked at most once every few seconds, so the wall never looks stuck in a highlight.
+ */
 export function flash(element) {
+  const now = performance.now();
+  if (element._flashedAt !== undefined && now - element._flashedAt < FLASH_GAP_MS) return;
+  element._flashedAt = now;
   element.classList.remove("flash");
   void element.offsetWidth;
   element.classList.add("flash");

@@ -3,12 +3,13 @@
 // Plain JavaScript modules, no build step, nothing fetched but this server's REST API and "/ws".
 //
 // URL: /?scope=c | /?scope=t:team-01 (or ?team=team-01), &view=funnel, or
-//      &playlist=leaderboard,funnel,compare&rotate=20 (seconds; 0 stops), &rows=10, &sort=revenue,
+//      &playlist=leaderboard,funnel,compare&rotate=20 (seconds; 0 stops), &rows=N (at most N managers;
+//      default: every manager that fits the screen, then a "+N more" line), &sort=calls|meetings|deals_won|revenue,
 //      &token=... (kept for the tab). /?manager=<id> opens the manager's own view (/me).
 
 import { getJSON, initToken } from "./api.js";
 import { renderComparisons } from "./compare.js";
-import { formatKpi } from "./format.js";
+import { formatKpi, KPI_LABELS, ruleTitle, scopeName } from "./format.js";
 import { LiveFeed } from "./live.js";
 import { clearError, reportError, setStatus, showDenied, showMessage, startClock } from "./screen.js";
 import { flash, showValue } from "./tween.js";
@@ -50,9 +51,25 @@ function parsePlaylist() {
   return { views, rotateMs: Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 0 };
 }
 
+const PARAMS = ["scope", "team", "manager", "view", "playlist", "rotate", "rows", "sort", "token"];
+
+/** What is wrong with the page's address: an unknown parameter or a value it cannot use, else null. */
+function addressProblem() {
+  const unknown = [...params.keys()].filter((name) => !PARAMS.includes(name));
+  if (unknown.length) return `Unknown setting ${unknown.join(", ")} in the address: this page takes ${PARAMS.join(", ")}`;
+  const views = (params.get("playlist") || params.get("view") || "").split(",").map((name) => name.trim()).filter(Boolean);
+  const badView = views.find((name) => !VIEWS.includes(name));
+  if (badView) return `Unknown view ${badView}: use ${VIEWS.join(", ")}`;
+  if (params.has("sort") && !ROW_KPIS.includes(params.get("sort"))) return `Cannot rank by ${params.get("sort")}: use ${ROW_KPIS.join(", ")}`;
+  if (params.has("rows") && !/^[1-9][0-9]{0,2}$/.test(params.get("rows"))) return `rows=${params.get("rows")} is not a number of rows: use 1 to 100, or leave it out to fit every manager`;
+  if (params.has("rotate") && !(Number(params.get("rotate")) >= 0)) return `rotate=${params.get("rotate")} is not a number of seconds (0 stops the rotation)`;
+  return null;
+}
+
 const scope = parseScope();
 const playlist = parsePlaylist();
-const maxRows = Math.max(1, Math.min(30, parseInt(params.get("rows") || "10", 10) || 10));
+// ?rows=N caps the board; without it every manager is shown that fits the screen (the rest are counted).
+const maxRows = params.get("rows") ? Math.max(1, Math.min(100, parseInt(params.get("rows"), 10) || 10)) : Infinity;
 const sortKpi = ROW_KPIS.includes(params.get("sort")) ? params.get("sort") : "revenue";
 const team = scope.team;
 const kpiBase = team ? "/api/v1/kpis/teams/" + encodeURIComponent(team) : "/api/v1/kpis/company";
@@ -115,12 +132,31 @@ function renderTotals(animate) {
   setProgress(document.querySelector('[data-progress="total"]'), ratio);
 }
 
+// Ties on the ranked KPI go by deals won, then calls; managers equal on all three share a rank.
+const RANK_KEYS = [sortKpi, ...["deals_won", "calls"].filter((kpi) => kpi !== sortKpi)];
+
+function rankKey(entry) {
+  return RANK_KEYS.map((kpi) => Number(entry.day ? entry.day[kpi] : 0) || 0);
+}
+
+/** Every manager of the board, best first: {id, entry, rank, tied}; rank null for one with nothing on any key. */
 function ranked() {
-  const value = (entry) => Number(entry.day ? entry.day[sortKpi] : 0) || 0;
-  return Array.from(state.managers.entries())
+  const rows = Array.from(state.managers.entries())
     .filter(([id]) => state.members === null || state.members.has(id))
-    .sort((a, b) => value(b[1]) - value(a[1]) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    .slice(0, maxRows);
+    .map(([id, entry]) => ({ id, entry, key: rankKey(entry) }));
+  const compare = (a, b) => {
+    for (let i = 0; i < RANK_KEYS.length; i++) if (a.key[i] !== b.key[i]) return b.key[i] - a.key[i];
+    return 0;
+  };
+  rows.sort((a, b) => compare(a, b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  rows.forEach((row, index) => {
+    const before = rows[index - 1];
+    const after = rows[index + 1];
+    row.rank = before && compare(before, row) === 0 ? before.rank : index + 1;
+    row.tied = Boolean((before && compare(before, row) === 0) || (after && compare(after, row) === 0));
+    if (row.key.every((value) => value === 0)) row.rank = null;
+  });
+  return rows;
 }
 
 function renderLeaderboard(animate) {
@@ -128,8 +164,9 @@ function renderLeaderboard(animate) {
   const template = document.getElementById("row-template");
   const existing = new Map();
   for (const row of body.querySelectorAll("tr[data-manager]")) existing.set(row.dataset.manager, row);
-  const rows = ranked();
-  rows.forEach(([id, entry], index) => {
+  const all = ranked();
+  const rows = all.slice(0, maxRows);
+  rows.forEach(({ id, entry, rank: rankValue, tied }, index) => {
     let row = existing.get(id);
     if (!row) {
       row = template.content.firstElementChild.cloneNode(true);
@@ -137,10 +174,12 @@ function renderLeaderboard(animate) {
       row.querySelector("[data-name]").textContent = id;
     }
     existing.delete(id);
-    const rank = String(index + 1);
+    // No rank (and no medal) for a manager with nothing yet; ties share a rank, marked "=".
+    const rank = rankValue === null ? "" : String(rankValue);
     if (row.dataset.rank !== undefined && row.dataset.rank !== rank && animate) flash(row.querySelector("[data-rank]"));
     row.dataset.rank = rank;
-    row.querySelector("[data-rank]").textContent = rank;
+    row.dataset.medal = rankValue !== null && rankValue <= 3 ? String(rankValue) : "";
+    row.querySelector("[data-rank]").textContent = rankValue === null ? "–" : (tied ? "=" : "") + rank;
     for (const kpi of ROW_KPIS) show(row.querySelector(`[data-kpi="${kpi}"]`), kpi, entry.day ? entry.day[kpi] : 0, animate);
     const ratio = attainment(entry.month, entry.quota);
     show(row.querySelector('[data-kpi="quota_attainment"]'), "quota_attainment", ratio, animate);
@@ -149,6 +188,40 @@ function renderLeaderboard(animate) {
   });
   for (const row of existing.values()) row.remove();
   document.getElementById("leaderboard-empty").hidden = rows.length > 0;
+  fitRows(all.length);
+}
+
+/** Row sizes of the board, biggest first (wall.css): a few managers get big rows, many get dense ones. */
+const ROW_SIZES = ["roomy", "large", "", "compact", "dense"];
+
+/**
+ * Show every manager the screen holds: the biggest rows that fit them all, and when even the densest
+ * rows do not, the lowest-ranked are hidden behind a "+N more" line (never dropped without a word).
+ */
+function fitRows(total) {
+  const table = document.getElementById("leaderboard-table");
+  const more = document.getElementById("leaderboard-more");
+  const view = document.getElementById("view-leaderboard");
+  const rows = Array.from(document.getElementById("leaderboard").children);
+  for (const row of rows) row.hidden = false;
+  let shown = rows.length;
+  const say = () => {
+    more.hidden = total <= shown;
+    more.textContent = "+" + (total - shown) + " more";
+    more.dataset.count = String(total - shown);
+  };
+  say();
+  const first = rows.length <= 5 ? 0 : rows.length <= 8 ? 1 : 2;
+  table.dataset.size = ROW_SIZES[first];
+  if (view.hidden) return; // measured again when the playlist shows it
+  const limit = view.getBoundingClientRect().bottom + 1;
+  const overflows = () => (more.hidden ? table : more).getBoundingClientRect().bottom > limit;
+  for (let size = first; size < ROW_SIZES.length && overflows(); size++) table.dataset.size = ROW_SIZES[size];
+  while (shown > 1 && overflows()) {
+    shown -= 1;
+    rows[shown].hidden = true;
+    say();
+  }
 }
 
 // ---------- rendering: funnel ----------
@@ -208,14 +281,30 @@ function renderAll(animate) {
 
 // ---------- alert ticker ----------
 
+const CONDITION_WORDS = { "<": "below", "<=": "at or below", ">": "above", ">=": "at or above" };
+
+/** What the ticker says of an alert: rule title, whose, and the value (formatted by the KPI's kind) when it changed. */
 function alertItem(entry) {
   const labels = entry.labels || {};
   const status = entry.to || entry.status || "";
   const severity = entry.severity || labels.severity || "";
   const when = entry.at ? new Date(entry.at).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" }) : "";
-  const parts = [entry.alertname || labels.alertname || entry.rule_id || "alert", entry.scope || ""];
-  if (entry.value !== undefined && entry.value !== null) parts.push("value " + entry.value);
-  return { id: entry.id || entry.seq, status, severity, when, text: parts.filter(Boolean).join(" · ") };
+  const kpi = entry.kpi || labels.kpi || "";
+  const title = ruleTitle(entry.rule_name || entry.alertname || labels.alertname || entry.rule_id);
+  const whose = labels.deal_id
+    ? "Deal " + labels.deal_id + (labels.manager ? " of " + labels.manager : "")
+    : scopeName(entry.scope || labels.scope);
+  const parts = [title, whose];
+  if (entry.value !== undefined && entry.value !== null && entry.value !== "none") {
+    const label = (KPI_LABELS[kpi] || kpi.replace(/^deal\./, "").replace(/_/g, " ") || "value").toLowerCase();
+    const word = CONDITION_WORDS[entry.op];
+    const limit = word && entry.threshold !== undefined ? " (alert " + word + " " + formatKpi(kpi, entry.threshold, state.currency) + ")" : "";
+    // The value the rule saw when the alert changed state, not a live figure: say when.
+    parts.push(label + " " + formatKpi(kpi, entry.value, state.currency) + (when ? " at " + when : "") + limit);
+  } else if (when) {
+    parts.push(when);
+  }
+  return { id: entry.id || entry.seq, status, severity, text: parts.filter(Boolean).join(" · ") };
 }
 
 let tickerShown = null;
@@ -240,10 +329,9 @@ function renderTicker() {
     span.dataset.alert = item.id;
     span.dataset.status = item.status;
     span.dataset.severity = item.severity;
-    span.innerHTML = '<b class="alert-status"></b> <span class="alert-text"></span> <i class="alert-time"></i>';
+    span.innerHTML = '<b class="alert-status"></b> <span class="alert-text"></span>';
     span.querySelector(".alert-status").textContent = item.status.toUpperCase();
     span.querySelector(".alert-text").textContent = item.text;
-    span.querySelector(".alert-time").textContent = item.when;
     track.appendChild(span);
   }
   track.classList.remove("scrolling");
@@ -396,6 +484,7 @@ function showView(index) {
   const name = playlist.views[index % playlist.views.length];
   for (const section of document.querySelectorAll("section[data-view]")) section.hidden = section.dataset.view !== name;
   document.body.dataset.view = name;
+  if (name === "leaderboard") renderLeaderboard(false);
   for (const item of document.querySelectorAll("#playlist [data-show]")) {
     item.classList.toggle("active", item.dataset.show === name);
   }
@@ -441,6 +530,13 @@ function start() {
   if (redirectToManagerView()) return;
   document.getElementById("scope-name").textContent = team ? "· " + team : "· company";
   if (scope.invalid) showMessage("Unknown scope " + scope.invalid + ": use ?scope=c or ?scope=t:<team id>", "error");
+  const problem = addressProblem();
+  if (problem) {
+    // Say so rather than show something else than was asked for; nothing loads until the address is fixed.
+    showMessage(problem, "error");
+    startClock();
+    return;
+  }
   startClock();
   startPlaylist();
   renderAll(false);

@@ -33,3 +33,10 @@ class ServerStartError(LocalInfraError):
 
 class ServerNotReachableError(LocalInfraError):
     """A server named by the environment does not answer."""
+
+
+START_SERVERS_HINT = (
+    "start the local servers with 'crm-pulse infra up' (or 'crm-pulse demo'), or point REDIS_URL and "
+    "KAFKA_BOOTSTRAP_SERVERS at running ones"
+)
+"""What a command says after 'cannot reach Redis or Kafka'."""

@@ -58,7 +58,10 @@ class Progress:
         elapsed = max(now - self._started, 1e-9)
         rate = report.records / elapsed
         parts = [f"{report.records:,}"]
-        if self.total:
+        if self.total and self.approximate and (final or report.records >= self.total):
+            # An estimate is for the way there: at the end (or once passed) the count is the news.
+            parts[0] += " records" + ("" if final else f" (past the estimate of ~{self.total:,})")
+        elif self.total:
             done = min(report.records / self.total, 1.0)
             mark = "~" if self.approximate else ""
             parts[0] += f"/{mark}{self.total:,} records ({done:.0%})"

@@ -205,7 +205,7 @@ async def test_fire_resolve_through_outage_and_restart(
             firing = json.loads(body)
             assert firing["status"] == "firing" and headers["idempotency-key"] == firing["id"]
             assert firing["firing"][0]["labels"]["manager"] == "rhea"
-            assert firing["firing"][0]["annotations"]["summary"] == "Win rate of rhea is 0.000000, below 0.5"
+            assert firing["firing"][0]["annotations"]["summary"] == "Win rate of rhea is 0%, below 50%"
             slack_message = json.loads(slack.received()[0][1])
             assert slack_message["text"] == "[FIRING:1] LowWinRate"
             assert any("Win rate of rhea" in json.dumps(block) for block in slack_message["blocks"])
@@ -216,7 +216,7 @@ async def test_fire_resolve_through_outage_and_restart(
                 for part in mail.walk()
                 if not part.is_multipart()
             }
-            assert "Win rate of rhea is 0.000000" in parts["text/plain"] and "<li>" in parts["text/html"]
+            assert "Win rate of rhea is 0%" in parts["text/plain"] and "<li>" in parts["text/html"]
 
             # Receivers down, the alerts worker killed; two wins bring the rate to 2/3 (above 0.6: resolved).
             for receiver in receivers:

@@ -437,7 +437,16 @@ async def test_tokens_from_the_command_line(
     assert await asyncio.to_thread(cli.main, ["tokens", "create", "--role", "display", "--name", "lobby"]) == 0
     token = capsys.readouterr().out.strip()
     assert await asyncio.to_thread(cli.main, ["tokens", "create", "--role", "team_lead", "--name", "x"]) == 2
-    assert "needs the team" in capsys.readouterr().err
+    assert "needs the team it leads (--team)" in capsys.readouterr().err  # the flag, not the field
+    assert (
+        await asyncio.to_thread(cli.main, ["tokens", "create", "--role", "display", "--name", "x", "--team", "team-99"])
+        == 2
+    )
+    refused = capsys.readouterr().err
+    assert "unknown team 'team-99' (--team)" in refused and "--allow-unknown" in refused
+    new_team = ["tokens", "create", "--role", "display", "--name", "x", "--team", "team-99", "--allow-unknown"]
+    assert await asyncio.to_thread(cli.main, new_team) == 0
+    capsys.readouterr()
     as_wall = {"Authorization": f"Bearer {token}"}
     assert (await api.http.get(f"{API_PREFIX}/kpis/company", headers=as_wall)).status_code == 200
     assert (await api.http.post(f"{API_PREFIX}/events", content=b"[]", headers=as_wall)).status_code == 403
@@ -448,6 +457,9 @@ async def test_tokens_from_the_command_line(
     assert "company" in listing
     assert token not in listing
     assert await asyncio.to_thread(cli.main, ["tokens", "revoke", token_id]) == 0
+    assert capsys.readouterr().out.startswith(f"revoked token {token_id}")
+    assert await asyncio.to_thread(cli.main, ["tokens", "revoke", token_id]) == 0
+    assert f"token {token_id} (" in (again := capsys.readouterr().out) and "was already revoked on" in again
     assert await asyncio.to_thread(cli.main, ["tokens", "revoke", "nope"]) == 1
     assert (await api.http.get(f"{API_PREFIX}/kpis/company", headers=as_wall)).status_code == 401
 

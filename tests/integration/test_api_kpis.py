@@ -230,16 +230,32 @@ async def test_leaderboard_ranks_by_the_chosen_kpi(api: RunningApi) -> None:
     team = await get_ok(api, "/api/v1/leaderboard", at=day, team_id="team-01")
     top = await get_ok(api, "/api/v1/leaderboard", at=day, limit="2")
 
-    assert [row["manager_id"] for row in by_revenue["rows"]] == ["bob", "alice", "carol", "dave"]  # tie by id
+    # alice and carol tie on revenue: carol won more deals.
+    assert [row["manager_id"] for row in by_revenue["rows"]] == ["bob", "carol", "alice", "dave"]
     assert [row["rank"] for row in by_revenue["rows"]] == [1, 2, 3, 4]
+    assert [row["active"] for row in by_revenue["rows"]] == [True, True, True, False]  # dave has nothing
     assert by_revenue["rows"][0]["kpis"]["revenue"] == "9.0000"
     assert by_revenue["period"]["label"] == day
     assert by_revenue["sort"] == "revenue"
     assert [row["manager_id"] for row in by_calls["rows"]] == ["carol", "alice", "bob", "dave"]
-    assert [row["manager_id"] for row in by_win_rate["rows"]] == ["alice", "carol", "bob", "dave"]  # undefined last
+    # alice and carol both won all they closed: carol won more; undefined last.
+    assert [row["manager_id"] for row in by_win_rate["rows"]] == ["carol", "alice", "bob", "dave"]
     assert [row["manager_id"] for row in team["rows"]] == ["bob", "alice"]
     assert team["team_id"] == "team-01"
-    assert [row["manager_id"] for row in top["rows"]] == ["bob", "alice"]
+    assert [row["manager_id"] for row in top["rows"]] == ["bob", "carol"]
+
+
+async def test_leaderboard_managers_equal_on_every_key_share_a_rank(api: RunningApi) -> None:
+    await api.add_managers({"ann": "team-01", "bo": "team-01", "cy": "team-01", "di": "team-01"})
+    day = "2026-11-27"
+    await api.write_bucket("m:ann", "day", day, {"calls": 2})
+    await api.write_bucket("m:bo", "day", day, {"calls": 5})
+    await api.write_bucket("m:cy", "day", day, {"calls": 2})
+
+    board = await get_ok(api, "/api/v1/leaderboard", at=day)  # by revenue: nobody has any
+
+    rows = [(row["manager_id"], row["rank"], row["tied"], row["active"]) for row in board["rows"]]
+    assert rows == [("bo", 1, False, True), ("ann", 2, True, True), ("cy", 2, True, True), ("di", 4, False, False)]
 
 
 async def test_leaderboard_rejects_unknown_team_and_sort(api: RunningApi) -> None:
@@ -317,3 +333,17 @@ async def test_openapi_documents_every_route(api: RunningApi) -> None:
         and name not in ("HTTPValidationError", "ValidationError")
     ]
     assert undocumented == []
+
+
+async def test_a_query_parameter_the_route_does_not_take_answers_422(api: RunningApi) -> None:
+    await api.add_managers({"ann": "team-01"})
+
+    ignored = await api.http.get("/api/v1/kpis/managers/ann/series", params={"days": "3"})
+    known = await api.http.get("/api/v1/kpis/managers/ann/series", params={"from": "2026-11-01", "to": "2026-11-04"})
+
+    assert ignored.status_code == 422
+    problem = ignored.json()["detail"][0]
+    assert problem["loc"] == ["query", "days"]
+    assert "from" in problem["msg"] and "granularity" in problem["msg"]
+    assert known.status_code == 200
+    assert len(known.json()["points"]) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from services.kpis.periods import PeriodKind
 from services.settings import Settings
 from services.simulation import Simulation, SimulationConfig
 from services.topics import RedisKeys
+from streams import history_import
 from streams.history_import import ImportStopped, import_history
 from streams.replay import running_workers
 from tests.integration.api_harness import running_api
@@ -141,7 +143,9 @@ async def test_an_import_that_loses_redis_says_the_records_are_in_kafka(settings
     assert sorted(m.value for m in produced) == sorted(record.value for record in records)
 
 
-async def test_an_import_leaves_the_records_to_running_workers(settings: Settings, tmp_path: Path) -> None:
+async def test_an_import_leaves_the_records_to_running_workers(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A member of the workers' consumer group stands for a running worker: the import produces the
     # records and says the workers apply them, instead of a bulk catch-up that would meet their commits.
     config = SimulationConfig.from_business(settings.business, managers=2, teams=1)
@@ -165,6 +169,33 @@ async def test_an_import_leaves_the_records_to_running_workers(settings: Setting
         assert not await redis.exists(keys.offsets, keys.watermark)  # the state is the workers' to bring up
         produced = [m async for m in kafka.records_to_end(settings, settings.kafka.events_topic)]
         assert sorted(m.value for m in produced) == sorted(record.value for record in records)
+
+        # The command says plainly that it worked (the ids are known now: a second copy is ignored).
+        monkeypatch.setattr(history_import, "load_settings", lambda: settings)
+        code = await asyncio.to_thread(history_import.main, [str(history), "--quiet"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "running worker(s) are applying them now; nothing more to do" in out
+        assert f"{len(records):,} records: " in out
     finally:
         await worker.stop()
         await redis.aclose()
+
+
+async def test_an_import_of_nothing_valid_reports_the_reasons_and_fails(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "bad.jsonl"
+    history.write_text('{"event_id": "e1", "type": "call"}\nnot json\n{"event_id": "e2", "type": "teleport"}\n')
+    monkeypatch.setattr(history_import, "load_settings", lambda: settings)
+
+    code = await asyncio.to_thread(history_import.main, [str(history), "--quiet"])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "imported" not in captured.out
+    assert "nothing to import" in captured.err
+    assert "3 records: 0 accepted, 3 rejected (2 schema_violation, 1 invalid_json), 0 duplicates" in captured.err
+    assert settings.kafka.dlq_topic in captured.err
+    dead = await read_dead_letters(settings, 3)
+    assert len(dead) == 3  # nothing dropped: every rejected record is in the dead-letter topic

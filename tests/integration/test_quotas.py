@@ -367,7 +367,11 @@ async def test_cli_imports_and_lists_quotas(make_settings: Callable[..., Setting
             [sys.executable, "-m", "services", "quotas", *args], env=env, capture_output=True, text=True, timeout=120
         )
 
-    imported = await asyncio.to_thread(cli, "import", str(csv_file))
+    refused = await asyncio.to_thread(cli, "import", str(csv_file))  # no event names ann or bob yet
+    assert refused.returncode == 2
+    assert "2 manager(s) of" in refused.stderr and "ann, bob" in refused.stderr
+    assert "nothing was written" in refused.stderr and "--allow-unknown" in refused.stderr
+    imported = await asyncio.to_thread(cli, "import", str(csv_file), "--allow-unknown")
     assert imported.returncode == 0, imported.stderr
     assert "imported 3 quota(s) for 2026-11, 2026-12" in imported.stdout
 

@@ -20,11 +20,7 @@ SUBCOMMANDS = [
     ["infra", "down"],
     ["infra", "status"],
     ["infra", "fetch"],
-    ["worker"],
     ["api"],
-    ["simulate"],
-    ["replay"],
-    ["alerts"],
     ["demo"],
     ["quotas"],
     ["quotas", "import"],
@@ -59,6 +55,33 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
         cli.main([*command, "--help"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: {' '.join(['crm-pulse', *command])}")
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("worker", "--web-port"),
+        ("simulate", "--rate"),
+        ("replay", "--batch-size"),
+        ("import", "--no-catch-up"),
+        ("alerts", "--config"),
+    ],
+)
+def test_component_help_shows_the_components_own_options(command: str, option: str) -> None:
+    # The component's parser answers --help itself (a separate process: the CLI becomes the module).
+    shown = subprocess.run(
+        [sys.executable, "-m", "services", command, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"usage: crm-pulse {command} ")
+    assert option in shown.stdout
+
+
+@pytest.mark.usefixtures("execed")
+def test_component_help_is_passed_to_the_module() -> None:
+    with pytest.raises(Execed) as ran:
+        cli.main(["replay", "--help"])
+    assert ran.value.argv == [sys.executable, "-m", "streams.replay", "--help"]
 
 
 @pytest.mark.usefixtures("execed")
@@ -226,4 +249,5 @@ def test_bulk_commands_say_which_server_failed_and_what_to_do(
     assert done.returncode == 1, done.stderr
     assert f"{failed} failed or cannot be reached" in done.stderr
     assert said in done.stderr
+    assert "crm-pulse infra up" in done.stderr  # how to start the local servers
     assert "Traceback" not in done.stderr

@@ -400,3 +400,27 @@ def test_command_line_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as failed:
         main(["--rate", "10", "--days", "3"])
     assert failed.value.code == 2
+
+
+def test_the_progress_line_drops_an_estimate_once_it_is_passed_and_at_the_end() -> None:
+    import io
+
+    from services.simulation.pacing import Progress, RunReport
+
+    stream = io.StringIO()
+    progress = Progress(1_381, approximate=True, stream=stream)
+    progress.update(RunReport(records=700, expected=Counter(ok=700)), final=True)
+    progress.update(RunReport(records=1_559, expected=Counter(ok=1_559)), final=True)
+    exact = Progress(2_000, stream=stream)
+    exact.update(RunReport(records=500, expected=Counter(ok=500)), final=True)
+
+    running = Progress(1_381, approximate=True, stream=stream)
+    running._interval = 0.0  # draw every update
+    running.update(RunReport(records=1_500, expected=Counter(ok=1_500)))
+
+    first, last, counted, passed = stream.getvalue().splitlines()
+    assert first.startswith("simulator: 700 records")  # final: the count, no "/~1,381 (51%)"
+    assert last.startswith("simulator: 1,559 records ")
+    assert "~" not in last and "100%" not in last
+    assert counted.startswith("simulator: 500/2,000 records (25%)")
+    assert passed.startswith("simulator: 1,500 records (past the estimate of ~1,381)")

@@ -76,7 +76,7 @@ def test_a_deal_too_long_in_its_stage_fires_with_its_labels_and_resolves_when_it
         "StuckInNegotiation",
         "warning",
     )
-    assert state["message"] == "d1 of ann has been in negotiation for 15.00 days"
+    assert state["message"] == "d1 of ann has been in negotiation for 15.0 days"
     labels = state["labels"]
     assert {k: labels[k] for k in ("deal_id", "stage", "manager_id", "team_id", "manager", "team", "scope_kind")} == {
         "deal_id": "d1",

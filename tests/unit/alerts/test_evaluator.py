@@ -67,7 +67,7 @@ def test_breach_pending_firing_notification_and_resolution() -> None:
     assert note.status == "firing" and note.receiver == "hook"
     (fired,) = note.firing
     assert fired.labels["manager"] == "ann" and fired.labels["severity"] == "critical"
-    assert fired.annotations["summary"] == "LowWinRate: win rate of ann is 0.250000 (< 0.5), team north"
+    assert fired.annotations["summary"] == "LowWinRate: win rate of ann is 25% (< 50%), team north"  # as people read it
     assert fired.starts_at == NOW
     # 0.55 is inside the hysteresis band: still firing; 0.6 resolves.
     ev.apply_update(update("m:ann", "2-0", deals_won=11, deals_lost=9), NOW + timedelta(minutes=2), {}, TEAMS)

@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dashboard_api.auth import AUTH_RESPONSES, Access, get_principal, redact_tokens_in_server_logs
 from dashboard_api.broadcaster import ChangeBroadcaster
+from dashboard_api.business_metrics import BusinessMetricsCollector
 from dashboard_api.metrics import ApiMetrics
 from dashboard_api.publisher import EventPublisher
 from dashboard_api.query_check import reject_unknown_query_parameters
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     redact_tokens_in_server_logs()
     keys = RedisKeys.from_settings(settings)
     api_metrics = ApiMetrics()
+    business_metrics = BusinessMetricsCollector(settings)
+    api_metrics.registry.register(business_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,6 +151,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.state.settings = settings
     app.state.keys = keys
     app.state.metrics = api_metrics
+    app.state.business_metrics = business_metrics
     app.state.clock = clock or utc_now
 
     @app.exception_handler(RedisConnectionError)

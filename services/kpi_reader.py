@@ -100,6 +100,17 @@ async def read_current_measures(redis: Redis, keys: RedisKeys, scope: str) -> Me
     return decode_hash(await redis.hgetall(keys.current(scope)))
 
 
+async def read_current_measures_many(redis: Redis, keys: RedisKeys, scopes: Sequence[str]) -> list[Measures]:
+    """The current-state (open pipeline) measures of each scope, in order, from one consistent cut."""
+    if not scopes:
+        return []
+    async with redis.pipeline(transaction=True) as pipe:
+        for scope in scopes:
+            pipe.hgetall(keys.current(scope))
+        raw = await pipe.execute()
+    return [decode_hash(part) for part in raw]
+
+
 async def read_current_and_period_measures(
     redis: Redis, keys: RedisKeys, scope: str, period: Period
 ) -> tuple[Measures, Measures]:

@@ -192,6 +192,25 @@ class AlertsSettings(_Section):
     history_maxlen: int = Field(100_000, ge=100, description="entries kept in the alert history stream (approx.)")
 
 
+class MetricsSettings(_Section):
+    """The business gauges on the API's /metrics (docs/operations.md lists every metric)."""
+
+    kpi_gauges: bool = Field(True, description="expose the KPIs of the company and each team on /metrics")
+    kpi_cache_s: float = Field(
+        10.0, ge=0, description="scrapes within this long of a KPI read share it (0 = read on every scrape)"
+    )
+    kpi_managers: bool = Field(False, description="also expose each manager's KPIs (one series set per manager)")
+    kpi_manager_limit: int = Field(
+        200, ge=0, description="most managers exposed (sorted by id; the rest are counted as omitted)"
+    )
+    worker_port: int = Field(
+        0,
+        ge=0,
+        description="Prometheus port of the stream worker's own metrics (0 = off; each worker needs its own)",
+    )
+    worker_host: str = "127.0.0.1"
+
+
 class LocalInfraSettings(_Section):
     data_dir: Path = Field(
         Path(".local"), description="where the local Kafka and Redis keep data and logs (relative: to the project root)"
@@ -226,6 +245,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     local: LocalInfraSettings = Field(default_factory=LocalInfraSettings)
 
     @model_validator(mode="after")

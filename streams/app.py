@@ -30,6 +30,7 @@ from streams.processor import BatchProcessor, DeadLetter, RawRecord, apply_until
 from streams.store import StateStore
 from streams.sweeper import RetentionSweeper
 from streams.updates_relay import UpdatesRelay
+from streams.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,12 @@ def create_app(settings: Settings) -> faust.App:
         else None
     )
     runtime.offload = offload
+    worker_metrics = WorkerMetrics()
+    app.crm_metrics = worker_metrics  # type: ignore[attr-defined]
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def serve_metrics() -> None:
+        worker_metrics.serve(settings)
 
     @app.agent(events, concurrency=1)
     async def apply_events(stream: Any) -> None:
@@ -191,6 +198,7 @@ def create_app(settings: Settings) -> faust.App:
                     )
                 )
                 last[message.tp] = message.offset
+            worker_metrics.observe_batch(len(rows))
             try:
                 if offload is not None:
                     await offload.submit(rows, runtime.lag(last), floors)

@@ -8,6 +8,7 @@
 
 import { getJSON, initToken } from "./api.js";
 import { renderComparisons } from "./compare.js";
+import { installDrilldown } from "./drilldown.js";
 import { formatKpi } from "./format.js";
 import { LiveFeed } from "./live.js";
 import { clearError, reportError, setStatus, showDenied, showMessage, startClock } from "./screen.js";
@@ -443,6 +444,7 @@ function start() {
   if (scope.invalid) showMessage("Unknown scope " + scope.invalid + ": use ?scope=c or ?scope=t:<team id>", "error");
   startClock();
   startPlaylist();
+  installDrilldown(scope.token, { currency: () => state.currency });
   renderAll(false);
   const feed = new LiveFeed(
     "/ws",

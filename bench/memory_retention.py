@@ -54,7 +54,11 @@ from streams.sweeper import RetentionSweeper
 
 NAME = "memory_retention"
 MEM_LOCAL = LocalInfraSettings(
-    data_dir=Path(".local/bench-mem"), kafka_port=23092, kafka_controller_port=23093, redis_port=23379
+    data_dir=Path(".local/bench-mem"),
+    kafka_port=23092,
+    kafka_controller_port=23093,
+    redis_port=23379,
+    postgres_port=23432,
 )
 MB = 1024 * 1024
 FAMILIES = ("day", "month", "utcday", "hour", "minute", "deal", "cust", "seen", "cur", "dir", "idx", "changes", "other")

@@ -32,6 +32,7 @@ BENCH_LOCAL = LocalInfraSettings(
     kafka_port=22092,
     kafka_controller_port=22093,
     redis_port=22379,
+    postgres_port=22432,
 )
 
 
@@ -79,7 +80,7 @@ def bench_servers(run_id: str, local: LocalInfraSettings = BENCH_LOCAL) -> Itera
     with _exclusive(data_dir.with_name(data_dir.name + ".lock")):
         # Stop what an interrupted run may have left (our pid files only), then start clean.
         stack.down(settings, external=external)
-        for name in ("kafka", "redis"):
+        for name in ("kafka", "redis", "postgres"):
             if not external[name]:
                 shutil.rmtree(data_dir / name, ignore_errors=True)
         began = time.monotonic()

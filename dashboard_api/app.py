@@ -26,6 +26,7 @@ from dashboard_api.routers import (
     alerts,
     directory,
     display,
+    drilldown,
     events,
     funnel,
     health,
@@ -42,6 +43,7 @@ from dashboard_api.routers.display import STATIC_DIR
 from dashboard_api.routers.docs import mount_docs
 from dashboard_api.token_watch import TokenWatch
 from services.alert_config import AlertConfigWriter
+from services.archive.database import archive_pool
 from services.quota_store import QuotaWriter
 from services.redis import redis_client
 from services.settings import Settings, load_settings
@@ -82,6 +84,7 @@ TAGS = [
     {"name": "ingest", "description": "Validated event ingest into Kafka."},
     {"name": "operations", "description": "Health and metrics."},
     {"name": "display", "description": "The wall-display page."},
+    {"name": "drilldown", "description": "The archived deals and events behind a KPI cell (docs/archive.md)."},
     {"name": "tokens", "description": "API tokens and their roles (admins only)."},
 ]
 
@@ -125,6 +128,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         app.state.access = access
         token_watch = TokenWatch(access.store.refused, interval_s=settings.api.ws_token_recheck_s)
         app.state.token_watch = token_watch
+        archive = archive_pool(settings.database.url)
+        app.state.archive = archive
+        await archive.open(wait=False)  # the API serves KPIs without the archive; drill-downs answer 503
         try:
             await broadcaster.start()
             token_watch.start()
@@ -136,6 +142,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             await alert_config_writer.close()
             await publisher.close()
             await redis.aclose()
+            await archive.close()
 
     app = FastAPI(
         title="CRM Pulse API",
@@ -173,6 +180,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         directory.router,
         events.router,
         tokens.router,
+        drilldown.router,
     ):
         # Every data path needs a token; each route declares who may use it (dashboard_api/auth.py).
         # Unknown query parameters get a 422 rather than being ignored (dashboard_api/query_check.py).

@@ -11,6 +11,7 @@
     crm-pulse quotas import FILE.csv       set the quotas of a CSV manager_id,month,amount (all or nothing)
     crm-pulse quotas list [--month M]      the quotas of a month
     crm-pulse tokens create|list|revoke    API tokens and their roles (docs/access.md)
+    crm-pulse archive [rebuild|migrate]    the archive sink into PostgreSQL (python -m streams.archive)
 
 Components are started as processes by their module path and never imported here, so
 ``services`` depends on none of ``streams``, ``alerts`` or ``dashboard_api``. Each child builds
@@ -35,7 +36,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from services import localinfra, token_command
+from services import archive_command, localinfra, token_command
 from services.localinfra import layout
 from services.localinfra.errors import START_SERVERS_HINT, LocalInfraError
 from services.localinfra.kafka_broker import fetch_jars
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     quota_list.add_argument("--csv", action="store_true", help=f"print CSV ({CSV_HEADER}) that 'import' reads back")
     quota_list.set_defaults(run=_quotas_list)
     token_command.add_parser(commands)
+    archive_command.add_parser(commands)
     return parser
 
 
@@ -488,6 +490,7 @@ def demo_children(
     """The demo's child processes in start order (they stop in reverse): name and argv."""
     children = [
         ("worker", [sys.executable, "-m", WORKER_MODULE]),
+        ("archive", [sys.executable, "-m", archive_command.ARCHIVE_MODULE]),
         ("alerts", [sys.executable, "-m", ALERTS_MODULE]),
         ("api", _api_argv(settings, host, port, [])),
     ]

@@ -47,6 +47,18 @@ class RedisSettings(_Section):
     key_prefix: str = Field("crmp", description="prefix of every Redis key and channel of this deployment")
 
 
+class DatabaseSettings(_Section):
+    """The event and deal archive (PostgreSQL): see docs/archive.md."""
+
+    url: str = Field(
+        "postgresql://crm_pulse@127.0.0.1:15432/crm_pulse",
+        description="libpq URL of the archive database (the local one of 'crm-pulse infra up' by default)",
+    )
+    archive_group: str = Field("crm-pulse-archive", description="consumer group of the archive sink on crm.events")
+    batch_size: int = Field(5000, ge=1, description="records the archive sink writes per transaction at most")
+    batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill an archive batch")
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -213,7 +225,8 @@ class MetricsSettings(_Section):
 
 class LocalInfraSettings(_Section):
     data_dir: Path = Field(
-        Path(".local"), description="where the local Kafka and Redis keep data and logs (relative: to the project root)"
+        Path(".local"),
+        description="where the local Kafka, Redis and PostgreSQL keep data and logs (relative: to the project root)",
     )
     cache_dir: Path = Field(
         Path(".cache"), description="where fetched Kafka jars are kept between runs (relative: to the project root)"
@@ -225,6 +238,10 @@ class LocalInfraSettings(_Section):
         "768m", pattern=r"^[0-9]+[kKmMgG]?$", description="JVM heap of the local broker (-Xms/-Xmx)"
     )
     redis_port: int = 16379
+    postgres_port: int = 15432
+    postgres_bin: Path = Field(
+        Path("/usr/lib/postgresql/15/bin"), description="where initdb and postgres are (Debian's postgresql-15)"
+    )
     start_timeout_s: float = Field(90.0, gt=0, description="how long to wait for a local server to become ready")
 
 
@@ -240,6 +257,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     business: BusinessSettings = Field(default_factory=BusinessSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -295,6 +313,7 @@ class Settings(BaseSettings):
 _ALIASES = {
     "KAFKA_BOOTSTRAP_SERVERS": "kafka__bootstrap_servers",
     "REDIS_URL": "redis__url",
+    "DATABASE_URL": "database__url",
 }
 
 
@@ -305,6 +324,7 @@ def externally_provided() -> dict[str, bool]:
             os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS")
         ),
         "redis": bool(os.environ.get("REDIS_URL") or os.environ.get(f"{ENV_PREFIX}REDIS__URL")),
+        "postgres": bool(os.environ.get("DATABASE_URL") or os.environ.get(f"{ENV_PREFIX}DATABASE__URL")),
     }
 
 

@@ -6,9 +6,10 @@ and then removes every ``CRM_PULSE_*`` variable and both aliases, so ``load_sett
 test sees only what the test sets.
 
 Integration and e2e tests ask for ``settings`` (or ``make_settings`` for several), which needs
-``infra``: a Kafka broker and a Redis started once per session by ``services.localinfra`` in
-``.local/test`` on ports of their own (Kafka 29092/29093, Redis 26379), wiped first and stopped at the
-end; servers named by the environment are used instead. Unit tests never start them.
+``infra``: a Kafka broker, a Redis and a PostgreSQL started once per session by ``services.localinfra``
+in ``.local/test`` on ports of their own (Kafka 29092/29093, Redis 26379, PostgreSQL 25432), wiped first
+and stopped at the end; servers named by the environment (``DATABASE_URL`` for PostgreSQL) are used
+instead. Unit tests never start them.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ TEST_LOCAL = LocalInfraSettings(
     kafka_port=29092,
     kafka_controller_port=29093,
     redis_port=26379,
+    postgres_port=25432,
 )
 """Where and on which ports the test servers run: apart from the demo's, so both can run at once."""
 
-_ALIASES = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
-_external: dict[str, bool] = {"kafka": False, "redis": False}
+_ALIASES = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DATABASE_URL")
+_external: dict[str, bool] = {"kafka": False, "redis": False, "postgres": False}
 _external_addresses: dict[str, str] = {}
 _removed_env: dict[str, str] = {}
 
@@ -56,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         env_settings = load_settings()
         _external_addresses["kafka"] = env_settings.kafka.bootstrap_servers
         _external_addresses["redis"] = env_settings.redis.url
+        _external_addresses["postgres"] = env_settings.database.url
     for name in list(os.environ):
         if name.startswith(ENV_PREFIX) or name in _ALIASES or name == CONFIG_FILE_ENV:
             _removed_env[name] = os.environ.pop(name)
@@ -108,6 +111,8 @@ def infra() -> Iterator[Infra]:
         overrides["kafka"] = {"bootstrap_servers": _external_addresses["kafka"]}
     if _external["redis"]:
         overrides["redis"] = {"url": _external_addresses["redis"]}
+    if _external["postgres"]:
+        overrides["database"] = {"url": _external_addresses["postgres"]}
     settings = stack.client_settings(base.with_overrides(**overrides), external=_external)
     data_dir = layout.data_dir(settings)
     with _exclusive(data_dir.with_name(data_dir.name + ".lock")):

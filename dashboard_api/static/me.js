@@ -5,6 +5,7 @@
 import { getJSON, initToken } from "./api.js";
 import { drawChart } from "./charts.js";
 import { renderComparisons } from "./compare.js";
+import { installDrilldown } from "./drilldown.js";
 import { formatKpi } from "./format.js";
 import { LiveFeed } from "./live.js";
 import { clearError, reportError, setStatus, showDenied, showMessage, startClock } from "./screen.js";
@@ -226,6 +227,7 @@ function start() {
   document.getElementById("scope-name").textContent = "· " + managerId;
   window.addEventListener("resize", renderTrends);
   document.title = "CRM Pulse — " + managerId;
+  installDrilldown("m:" + managerId, { currency: () => state.currency });
   const feed = new LiveFeed("/ws", ["m:" + managerId], {
     onStatus: setStatus,
     onSnapshot,

@@ -9,6 +9,7 @@
 
 import { getJSON, initToken } from "./api.js";
 import { renderComparisons } from "./compare.js";
+import { installDrilldown } from "./drilldown.js";
 import { formatKpi, KPI_LABELS, ruleTitle, scopeName } from "./format.js";
 import { LiveFeed } from "./live.js";
 import { clearError, reportError, setStatus, showDenied, showMessage, startClock } from "./screen.js";
@@ -539,6 +540,7 @@ function start() {
   }
   startClock();
   startPlaylist();
+  installDrilldown(scope.token, { currency: () => state.currency });
   renderAll(false);
   const feed = new LiveFeed(
     "/ws",

@@ -1,4 +1,4 @@
-"""Kafka and Redis together: start what the environment does not already provide, stop what we started."""
+"""Kafka, Redis and PostgreSQL together: start what the environment does not already provide, stop what we started."""
 
 from __future__ import annotations
 
@@ -13,23 +13,28 @@ import redis
 
 from services.localinfra.errors import LocalInfraError, ServerNotReachableError
 from services.localinfra.kafka_broker import KafkaBroker
+from services.localinfra.postgres_server import PostgresServer
+from services.localinfra.postgres_server import answers as postgres_answers
 from services.localinfra.processes import port_open, wait_until
 from services.localinfra.redis_server import RedisServer
 from services.settings import ENV_PREFIX, Settings, externally_provided
 
-ServerName = Literal["kafka", "redis"]
-SERVERS: tuple[ServerName, ...] = ("kafka", "redis")
-_START_ORDER: tuple[ServerName, ...] = ("redis", "kafka")  # Redis is ready in milliseconds, Kafka in seconds
-_STOP_ORDER: tuple[ServerName, ...] = ("kafka", "redis")
+ServerName = Literal["kafka", "redis", "postgres"]
+SERVERS: tuple[ServerName, ...] = ("kafka", "redis", "postgres")
+# Redis is ready in milliseconds, PostgreSQL in one or two seconds, Kafka in several.
+_START_ORDER: tuple[ServerName, ...] = ("redis", "postgres", "kafka")
+_STOP_ORDER: tuple[ServerName, ...] = ("kafka", "postgres", "redis")
 _EXTERNAL_TIMEOUT_S = 10.0
 _VARIABLES: dict[str, tuple[str, str]] = {
     "kafka": ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA__BOOTSTRAP_SERVERS"),
     "redis": ("REDIS_URL", "REDIS__URL"),
+    "postgres": ("DATABASE_URL", "DATABASE__URL"),
 }
 """The short and the prefixed (less ``CRM_PULSE_``) variable that names each server."""
 
 External = Mapping[str, bool]
-"""Which servers (``kafka``, ``redis``) are provided from outside, as ``externally_provided()`` answers."""
+"""Which servers (``kafka``, ``redis``, ``postgres``) are provided from outside, as ``externally_provided()``
+answers; a name left out counts as not provided."""
 
 Echo = Callable[[str], None]
 """Where ``up`` and ``down`` report what they do, one line at a time (``print`` in the CLI)."""
@@ -55,7 +60,7 @@ class ServerStatus:
         state = "up" if self.running else "down"
         where = "external" if self.external else f"pid {self.pid}" if self.pid else "local"
         extra = f"  {self.note}" if self.note else ""
-        return f"{self.name:<6} {state:<5} {self.address:<28} {where}{extra}"
+        return f"{self.name:<8} {state:<5} {self.address:<28} {where}{extra}"
 
 
 def client_settings(settings: Settings, *, external: External | None = None) -> Settings:
@@ -63,13 +68,16 @@ def client_settings(settings: Settings, *, external: External | None = None) -> 
     external = _external(external)
     kafka: dict[str, object] = {}
     redis_section: dict[str, object] = {}
+    database: dict[str, object] = {}
     if not external["kafka"]:
         kafka["bootstrap_servers"] = KafkaBroker.from_settings(settings).bootstrap_servers
     if not external["redis"]:
         redis_section["url"] = RedisServer.from_settings(settings).url(_redis_db(settings.redis.url))
-    if not kafka and not redis_section:
+    if not external["postgres"]:
+        database["url"] = PostgresServer.from_settings(settings).url
+    if not kafka and not redis_section and not database:
         return settings
-    return settings.with_overrides(kafka=kafka, redis=redis_section)
+    return settings.with_overrides(kafka=kafka, redis=redis_section, database=database)
 
 
 def client_environment(settings: Settings, *, external: External | None = None) -> dict[str, str]:
@@ -78,11 +86,12 @@ def client_environment(settings: Settings, *, external: External | None = None) 
     return {
         f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS": clients.kafka.bootstrap_servers,
         f"{ENV_PREFIX}REDIS__URL": clients.redis.url,
+        f"{ENV_PREFIX}DATABASE__URL": clients.database.url,
     }
 
 
 def up(settings: Settings, *, echo: Echo = _quiet, external: External | None = None) -> list[ServerName]:
-    """Make Kafka and Redis available; the names of the servers this call started (to stop them later).
+    """Make Kafka, Redis and PostgreSQL available; the names of the servers this call started (to stop them later).
 
     Servers the environment points at are only checked; ours already running are reused. If one
     fails to start, the ones this call started are stopped again. ``external`` overrides which
@@ -150,22 +159,32 @@ def status(settings: Settings, *, external: External | None = None) -> list[Serv
 
 
 def _external(external: External | None) -> External:
-    return externally_provided() if external is None else external
+    given = externally_provided() if external is None else external
+    return {name: bool(given.get(name, False)) for name in SERVERS}
 
 
-def _local(name: ServerName, settings: Settings) -> KafkaBroker | RedisServer:
-    return KafkaBroker.from_settings(settings) if name == "kafka" else RedisServer.from_settings(settings)
+def _local(name: ServerName, settings: Settings) -> KafkaBroker | RedisServer | PostgresServer:
+    if name == "kafka":
+        return KafkaBroker.from_settings(settings)
+    if name == "postgres":
+        return PostgresServer.from_settings(settings)
+    return RedisServer.from_settings(settings)
 
 
 def _local_address(name: ServerName, settings: Settings) -> str:
     if name == "kafka":
         return KafkaBroker.from_settings(settings).bootstrap_servers
+    if name == "postgres":
+        return PostgresServer.from_settings(settings).address
     return RedisServer.from_settings(settings).address
 
 
 def _external_address(name: ServerName, settings: Settings) -> str:
     if name == "kafka":
         return settings.kafka.bootstrap_servers
+    if name == "postgres":
+        parts = urlsplit(settings.database.url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 5432}{parts.path}"  # never the password
     parts = urlsplit(settings.redis.url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"  # never the password
 
@@ -173,6 +192,9 @@ def _external_address(name: ServerName, settings: Settings) -> str:
 def _reachable(name: ServerName, settings: Settings) -> bool:
     if name == "kafka":
         return any(port_open(host, port, timeout=2.0) for host, port in _bootstrap_addresses(settings))
+    if name == "postgres":
+        parts = urlsplit(settings.database.url)
+        return postgres_answers(parts.hostname or "127.0.0.1", parts.port or 5432, timeout=2.0)
     try:
         with redis.Redis.from_url(settings.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0) as client:
             return bool(client.ping())

@@ -118,6 +118,13 @@ MATRIX: dict[tuple[str, str], list[Call]] = {
         Call(f"{API_PREFIX}/kpis/managers/alice/series", EVERYONE),
         Call(f"{API_PREFIX}/kpis/managers/carol/series", READ_ALL),
     ],
+    ("GET", f"{API_PREFIX}/drilldown"): [
+        Call(f"{API_PREFIX}/drilldown?scope=c&kpi=calls", READ_ALL),
+        Call(f"{API_PREFIX}/drilldown?scope=t:team-01&kpi=calls", TEAM_01),
+        Call(f"{API_PREFIX}/drilldown?scope=t:team-02&kpi=calls", READ_ALL),
+        Call(f"{API_PREFIX}/drilldown?scope=m:alice&kpi=calls", EVERYONE),
+        Call(f"{API_PREFIX}/drilldown?scope=m:carol&kpi=calls", READ_ALL),
+    ],
     ("GET", f"{API_PREFIX}/leaderboard"): [
         Call(f"{API_PREFIX}/leaderboard", EVERYONE - {"manager"}),
         Call(f"{API_PREFIX}/leaderboard?team_id=team-01", TEAM_01),

@@ -29,6 +29,9 @@ SUBCOMMANDS = [
     ["tokens", "create"],
     ["tokens", "list"],
     ["tokens", "revoke"],
+    ["archive"],
+    ["archive", "rebuild"],
+    ["archive", "migrate"],
 ]
 
 
@@ -130,14 +133,29 @@ def test_api_runs_the_app_factory_with_uvicorn() -> None:
 def test_the_demo_runs_every_component_and_stops_the_simulator_first() -> None:
     settings = Settings()
     children = cli.demo_children(settings, "127.0.0.1", 8000, simulator=True, extras=["--rate", "5"])
-    assert [name for name, _ in children] == ["worker", "alerts", "api", "simulator"]  # stopped in reverse
+    assert [name for name, _ in children] == ["worker", "archive", "alerts", "api", "simulator"]  # stopped in reverse
     argv = dict(children)
+    assert argv["archive"] == [sys.executable, "-m", "streams.archive"]
     assert argv["alerts"] == [sys.executable, "-m", "alerts.worker"]
     assert argv["worker"] == [sys.executable, "-m", "streams.worker"]
     assert argv["simulator"] == [sys.executable, "-m", "services.simulator", "--rate", "5"]
     assert argv["api"][5:] == ["--host", "127.0.0.1", "--port", "8000"]
     quiet = cli.demo_children(settings, "127.0.0.1", 8000, simulator=False)
-    assert [name for name, _ in quiet] == ["worker", "alerts", "api"]
+    assert [name for name, _ in quiet] == ["worker", "archive", "alerts", "api"]
+
+
+def test_archive_runs_the_sink_module_and_rebuild_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_execve(path: str, argv: list[str], env: dict[str, str]) -> Any:
+        raise Execed(argv, env)
+
+    monkeypatch.setattr("services.archive_command.os.execve", fake_execve)
+    with pytest.raises(Execed) as ran:
+        cli.main(["archive"])
+    assert ran.value.argv == [sys.executable, "-m", "streams.archive", "run"]
+    assert "CRM_PULSE_DATABASE__URL" in ran.value.env
+    with pytest.raises(Execed) as ran:
+        cli.main(["archive", "rebuild", "--quiet"])
+    assert ran.value.argv == [sys.executable, "-m", "streams.archive", "rebuild", "--quiet"]
 
 
 def test_unknown_arguments_of_our_own_commands_are_errors(capsys: pytest.CaptureFixture[str]) -> None:

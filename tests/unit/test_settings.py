@@ -25,7 +25,7 @@ def test_defaults_run_the_local_demo() -> None:
     assert settings.api.port == 8000
     assert settings.business.timezone == "UTC"
     assert settings.local.data_dir == Path(".local")
-    assert externally_provided() == {"kafka": False, "redis": False}
+    assert externally_provided() == {"kafka": False, "redis": False, "postgres": False}
 
 
 def test_prefixed_nested_variables_set_fields(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +55,14 @@ def test_short_aliases_point_at_existing_servers(monkeypatch: pytest.MonkeyPatch
 
     assert settings.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
     assert settings.redis.url == "redis://cache:6379/2"
-    assert externally_provided() == {"kafka": True, "redis": True}
+    assert externally_provided() == {"kafka": True, "redis": True, "postgres": False}
+
+
+def test_database_url_alias_points_at_an_existing_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://reports@db:5432/crm")
+
+    assert load_settings().database.url == "postgresql://reports@db:5432/crm"
+    assert externally_provided()["postgres"] is True
 
 
 def test_prefixed_name_wins_over_alias(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +74,7 @@ def test_prefixed_name_wins_over_alias(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_prefixed_server_names_count_as_external(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_PULSE_REDIS__URL", "redis://cache:6379/0")
-    assert externally_provided() == {"kafka": False, "redis": True}
+    assert externally_provided() == {"kafka": False, "redis": True, "postgres": False}
 
 
 def test_toml_file_named_by_crm_pulse_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

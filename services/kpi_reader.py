@@ -32,8 +32,19 @@ async def read_period_measures_many(
     redis: Redis, keys: RedisKeys, requests: Sequence[tuple[str, Period]]
 ) -> list[Measures]:
     """The summed measures of each (scope token, period) request, in request order."""
+    results, _ = await read_periods_and_current(redis, keys, requests, ())
+    return results
+
+
+async def read_periods_and_current(
+    redis: Redis, keys: RedisKeys, requests: Sequence[tuple[str, Period]], current_scopes: Sequence[str]
+) -> tuple[list[Measures], list[Measures]]:
+    """The summed measures of each (scope token, period) request and the open-pipeline measures of
+    each scope, from one consistent cut (a report showing both: see read_current_and_period_measures)."""
     plan: list[int] = []
     async with redis.pipeline(transaction=True) as pipe:
+        for scope in current_scopes:
+            pipe.hgetall(keys.current(scope))
         for scope, period in requests:
             days, months = period.buckets()
             for day in days:
@@ -41,13 +52,14 @@ async def read_period_measures_many(
             for month in months:
                 pipe.hgetall(keys.bucket(scope, "month", month))
             plan.append(len(days) + len(months))
-        raw = await pipe.execute() if plan and sum(plan) else []
+        raw = await pipe.execute() if current_scopes or sum(plan) else []
+    current = [decode_hash(part) for part in raw[: len(current_scopes)]]
+    position = len(current_scopes)
     results: list[Measures] = []
-    position = 0
     for count in plan:
         results.append(sum_measures(decode_hash(part) for part in raw[position : position + count]))
         position += count
-    return results
+    return results, current
 
 
 async def read_period_measures(redis: Redis, keys: RedisKeys, scope: str, period: Period) -> Measures:

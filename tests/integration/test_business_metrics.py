@@ -4,7 +4,6 @@ managers behind a setting with a limit, cached briefly, and clean for Debian's `
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -128,7 +127,6 @@ async def test_scrapes_within_the_cache_period_share_one_read(api_factory: ApiFa
     assert fresh[key] == 99
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs Debian's prometheus package (scripts/setup)")
 async def test_promtool_finds_the_real_metrics_output_clean(api: RunningApi) -> None:
     await seed(api)
     await api.redis.hset(api.keys.worker_stats, mapping={"processed": "10", "rejected:too_old": "1"})

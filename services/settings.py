@@ -149,6 +149,23 @@ class WorkerSettings(_Section):
     batches_in_flight: int = Field(
         4, ge=1, description="batches handed to the batch process and not yet applied (waiting ones share a commit)"
     )
+    instance_id: str | None = Field(
+        None,
+        description="static group membership id of this worker slot (Kafka group.instance.id): a restarted worker "
+        "with the same id takes its partitions back at once, without waiting for the session timeout; default "
+        "'<consumer group>-<host>-<web_port>' (stable per slot, since each worker has its own web_port); '' turns "
+        "static membership off",
+    )
+    session_timeout_s: float = Field(
+        20.0,
+        ge=6,
+        le=1800,
+        description="consumer group session timeout: a worker gone for good (no restart with its instance id) has "
+        "its partitions moved to the others after this",
+    )
+    heartbeat_s: float = Field(
+        2.0, gt=0, description="consumer group heartbeat interval (under a third of the session timeout)"
+    )
 
 
 def minimum_month_months(history_retention_days: int, day_margin_days: int) -> int:

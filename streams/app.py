@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from services.settings import Settings
 from services.topics import RedisKeys
 from streams.dead_letters import dead_letter_headers, dead_letter_key
+from streams.membership import Membership
 from streams.offload import BatchOffload, BatchProcessFailed
 from streams.processor import BatchProcessor, DeadLetter, RawRecord, apply_until_done
 from streams.store import StateStore
@@ -113,10 +114,17 @@ class WorkerRuntime:
         return behind
 
 
-def faust_options(settings: Settings) -> dict[str, Any]:
-    """The faust options of the stream worker (the no-op bench agent uses the same ones)."""
+def faust_datadir() -> Path:
+    """Where faust keeps its small per-app directories, and the workers their membership slots."""
     datadir = Path(tempfile.gettempdir()) / "crm-pulse-faust"
     datadir.mkdir(parents=True, exist_ok=True)
+    return datadir
+
+
+def faust_options(settings: Settings, instance_id: str | None = None) -> dict[str, Any]:
+    """The faust options of the stream worker (the no-op bench agent uses the same ones), as the static
+    group member ``instance_id`` if one is given (see streams/membership.py)."""
+    datadir = faust_datadir()
     return {
         "broker": [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         "store": "memory://",
@@ -131,6 +139,11 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "stream_wait_empty": False,
         "broker_commit_every": 10_000,
         "broker_commit_interval": 2.0,
+        # Static membership: a restarted worker slot rejoins as the member it replaces and gets its
+        # partitions back at once (issue 19); one gone for good loses them after the session timeout.
+        "consumer_group_instance_id": instance_id,
+        "broker_session_timeout": settings.worker.session_timeout_s,
+        "broker_heartbeat_interval": settings.worker.heartbeat_s,
         # faust keeps a small directory per app id; keep it out of the working directory.
         "datadir": str(datadir / "{conf.id}"),
     }
@@ -138,12 +151,14 @@ def faust_options(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust app for these settings."""
-    app = faust.App(settings.kafka.consumer_group, **faust_options(settings))
+    membership = Membership(settings, faust_datadir() / "slots")  # held for the process's life
+    app = faust.App(settings.kafka.consumer_group, **faust_options(settings, membership.instance_id))
     # The topics are created beforehand by services.kafka.ensure_product_topics (faust does not
     # declare source topics; auto-creation would give them the broker's defaults).
     events = app.topic(settings.kafka.events_topic, partitions=settings.kafka.partitions)
     runtime = WorkerRuntime(app, settings)
     app.crm_runtime = runtime  # type: ignore[attr-defined]
+    app.crm_membership = membership  # type: ignore[attr-defined]
 
     floors: dict[str, int] = {}
 

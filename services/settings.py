@@ -149,12 +149,17 @@ class WorkerSettings(_Section):
     batches_in_flight: int = Field(
         4, ge=1, description="batches handed to the batch process and not yet applied (waiting ones share a commit)"
     )
+    static_membership: bool = Field(
+        False,
+        description="join the consumer group as a static member (see instance_id): a SIGKILLed worker's "
+        "replacement is back in about 2 s instead of after the session timeout; for one worker per group only, "
+        "for now: faust's partition assignor refuses a second static member (issue 19)",
+    )
     instance_id: str | None = Field(
         None,
         description="static group membership id of this worker slot (Kafka group.instance.id): a restarted worker "
         "with the same id takes its partitions back at once, without waiting for the session timeout; default "
-        "'<consumer group>-<host>-<web_port>' (stable per slot, since each worker has its own web_port); '' turns "
-        "static membership off",
+        "'<consumer group>-<host>-<slot>', the lowest slot free on this host (streams/membership.py)",
     )
     session_timeout_s: float = Field(
         20.0,

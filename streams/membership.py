@@ -1,5 +1,8 @@
 """Static group membership: each worker process on a host takes a stable slot, so its restart rejoins as itself.
 
+Off unless ``worker.static_membership``: faust's partition assignor refuses a second static member
+of a group (its ``on_assignment`` asserts the assignment's URL), so it suits one worker per group.
+
 Kafka's static membership (``group.instance.id``) lets a restarted consumer take its partitions back
 at once, without waiting for the session timeout of the member it replaces. That needs an id that
 is the same across a restart and different for every worker running at once. Unless
@@ -48,6 +51,9 @@ class Membership:
 
     def __init__(self, settings: Settings, directory: Path) -> None:
         self._handle: IO[bytes] | None = None
+        self.instance_id: str | None = None
+        if not settings.worker.static_membership:
+            return
         configured = settings.worker.instance_id
         if configured is not None:
             self.instance_id = configured or None

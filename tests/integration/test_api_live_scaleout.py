@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from services import kafka
 from services.settings import Settings
 from tests.integration.api_harness import free_port, wait_until
-from tests.integration.worker_process import running_worker
+from tests.integration.worker_process import running_worker, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +48,7 @@ def api_process(settings: Settings, port: int, log_path: Path, *extra: str) -> I
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        stop_process(process)
 
 
 async def healthy(port: int) -> bool:

@@ -17,7 +17,7 @@ from services.simulation import SimRecord, Simulation, SimulationConfig
 from services.simulation.sinks import KafkaSink
 from services.topics import RedisKeys
 from tests.integration.api_harness import wait_until
-from tests.integration.pipeline_checks import assert_worker_counters, records_accounted, reference_of
+from tests.integration.pipeline_checks import assert_worker_counters, records_accounted, reference_of, worker_reached
 from tests.integration.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ async def test_a_sigkilled_worker_is_replaced_within_seconds(make_settings, tmp_
     restarts: list[float] = []
     try:
         worker.start()
-        await wait_until(lambda: _reached(redis, keys, 1), within=120, what="the first worker's first batch")
+        await wait_until(lambda: worker_reached(redis, keys, 1), within=120, what="the first worker's first batch")
         for _ in range(5):
             await asyncio.sleep(0.5)  # let it run a moment between kills (pacing, nothing is awaited)
             worker.kill()
@@ -62,7 +62,7 @@ async def test_a_sigkilled_worker_is_replaced_within_seconds(make_settings, tmp_
             worker.start()
             try:
                 await wait_until(
-                    lambda n=before: _reached(redis, keys, n + 1),
+                    lambda n=before: worker_reached(redis, keys, n + 1),
                     within=RESTART_BOUND_S,
                     interval=0.02,
                     what="the replacement's first committed batch",
@@ -73,7 +73,7 @@ async def test_a_sigkilled_worker_is_replaced_within_seconds(make_settings, tmp_
                 ) from None
             restarts.append(time.monotonic() - started)
         await producer
-        await wait_until(lambda: _reached(redis, keys, len(records)), within=300, what="the whole stream")
+        await wait_until(lambda: worker_reached(redis, keys, len(records)), within=300, what="the whole stream")
     finally:
         producer.cancel()
         worker.stop()
@@ -85,7 +85,3 @@ async def test_a_sigkilled_worker_is_replaced_within_seconds(make_settings, tmp_
         await assert_worker_counters(redis, keys, reference, rejected, duplicates, accepted)
     finally:
         await redis.aclose()
-
-
-async def _reached(redis: Redis, keys: RedisKeys, count: int) -> bool:
-    return await records_accounted(redis, keys) >= count

@@ -18,6 +18,7 @@ import yaml
 
 from tests.integration.api_harness import wait_until
 from tests.integration.test_business_metrics import rest, seed
+from tests.integration.worker_process import stop_process
 
 if TYPE_CHECKING:
     from tests.integration.api_harness import RunningApi
@@ -89,12 +90,7 @@ def running_prometheus(config_dir: Path, storage: Path, port: int) -> Iterator[s
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, timeout=20)
         log.close()
 
 

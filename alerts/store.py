@@ -65,11 +65,12 @@ def _text(value: bytes | str) -> str:
 class AlertStore:
     """Reads and commits the alerts worker's state (one deployment: one key prefix)."""
 
-    def __init__(self, redis: Redis, names: AlertNames, *, history_maxlen: int) -> None:
+    def __init__(self, redis: Redis, names: AlertNames, *, history_maxlen: int, owner: str | None = None) -> None:
         self.redis = redis
         self.names = names
         self.history_maxlen = history_maxlen
-        self.owner = uuid.uuid4().hex
+        self.owner = owner or uuid.uuid4().hex
+        """Who holds the lease: the worker's host slot (a restart in the slot takes its lease back at once)."""
         self._commit = redis.register_script(_COMMIT)
 
     async def hold_lease(self) -> bool:

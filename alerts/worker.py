@@ -33,6 +33,7 @@ from alerts.receivers import deliver
 from alerts.rules import load_config, merge_rules
 from alerts.store import LEASE_S, AlertStore
 from services.alert_config import read_dynamic, restore_alert_config
+from services.group_leave import leave_quietly
 from services.kafka import consumer as kafka_consumer
 from services.kafka import ensure_topics, partition_ids
 from services.kafka import producer as kafka_producer
@@ -40,6 +41,7 @@ from services.kafka_logs import quiet_coordinator_start_up
 from services.kpis.contributions import DealEvent, from_us
 from services.kpis.deal_clock import US_PER_S, deal_clock
 from services.kpis.measures import decode_hash
+from services.membership import Membership
 from services.quotas import scope_quota_units
 from services.schemas.alerts import AlertsConfig, Notification, Receiver
 from services.settings import Settings, load_settings
@@ -59,13 +61,15 @@ OUTBOX_PARTITIONS = 1
 class AlertsWorker:
     """The evaluation loop and its helpers, for one deployment."""
 
-    def __init__(self, settings: Settings, config: AlertsConfig, redis: Redis) -> None:
+    def __init__(
+        self, settings: Settings, config: AlertsConfig, redis: Redis, *, lease_owner: str | None = None
+    ) -> None:
         self.settings = settings
         self.file_config = config
         self.redis = redis
         self.names = AlertNames.from_settings(settings)
         self.keys = RedisKeys.from_settings(settings)
-        self.store = AlertStore(redis, self.names, history_maxlen=settings.alerts.history_maxlen)
+        self.store = AlertStore(redis, self.names, history_maxlen=settings.alerts.history_maxlen, owner=lease_owner)
         self.evaluator = Evaluator(
             settings.business.zone,
             probabilities={stage.name: stage.probability for stage in settings.business.funnel},
@@ -243,7 +247,10 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
     await ensure_topics(settings, [settings.kafka.updates_topic], settings.kafka.partitions)
     await ensure_topics(settings, [names.outbox_topic], OUTBOX_PARTITIONS)
     redis = Redis.from_url(settings.redis.url, health_check_interval=10)
-    worker = AlertsWorker(settings, config, redis)
+    # The lease's owner is this process's slot on the host (as the consumer groups' static members are):
+    # a SIGKILLed worker's replacement in the slot takes the lease back at once instead of after LEASE_S.
+    lease_slot = Membership(settings, f"{settings.alerts.consumer_group}.lease")
+    worker = AlertsWorker(settings, config, redis, lease_owner=lease_slot.instance_id)
     await _wait_for_lease(worker.store)
     restored = await restore_alert_config(settings, redis)
     log.info("alert rules, silences and acks: %d in the config topic, mirrored to Redis", restored)
@@ -265,6 +272,7 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
     await producer.start()
     tasks: list[asyncio.Task[None]] = []
     senders: list[AIOKafkaConsumer] = []
+    memberships: list[Membership] = []
     try:
         partitions = await _partitions(settings, settings.kafka.updates_topic)
         tps = [TopicPartition(settings.kafka.updates_topic, p) for p in partitions]
@@ -278,12 +286,16 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
         log.info("evaluating %s partitions %s", settings.kafka.updates_topic, partitions)
         tasks.append(asyncio.create_task(OutboxRelay(redis, names, producer).run()))
         for receiver in config.receivers:
+            group = f"{settings.alerts.consumer_group}.outbox.{receiver.name}"
+            membership = Membership(settings, group)  # a restart in this slot takes the partitions back at once
+            memberships.append(membership)
             sender_consumer = kafka_consumer(
                 settings,
                 names.outbox_topic,
-                group_id=f"{settings.alerts.consumer_group}.outbox.{receiver.name}",
+                group_id=group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                **membership.consumer_options(),
             )
             await sender_consumer.start()
             senders.append(sender_consumer)
@@ -323,9 +335,13 @@ async def run(settings: Settings, config: AlertsConfig) -> None:
                 await task
         for sender_consumer in senders:
             await sender_consumer.stop()
+        for membership in memberships:  # static members do not leave on their own: leave, then free the slot
+            await leave_quietly(settings.kafka.bootstrap_servers, membership.group, membership.instance_id)
+            membership.release()
         await consumer.stop()
         await producer.stop()
         await worker.store.release_lease()
+        lease_slot.release()
         await redis.aclose()
 
 

@@ -42,6 +42,24 @@ class KafkaSettings(_Section):
     consumer_group: str = "crm-pulse-worker"
 
 
+class MembershipSettings(_Section):
+    """How the product's consumer-group members join (stream worker, archive sink, alerts senders): issue 19."""
+
+    static: bool = Field(
+        True,
+        description="join as static members (Kafka group.instance.id, one per process slot on a host): a SIGKILLed "
+        "process's replacement takes its partitions back at once instead of after the session timeout",
+    )
+    session_timeout_s: float = Field(
+        20.0,
+        ge=6,
+        le=1800,
+        description="consumer group session timeout: a member gone for good (not restarted in its slot) has its "
+        "partitions moved to the others after this",
+    )
+    heartbeat_s: float = Field(2.0, gt=0, description="consumer group heartbeat interval (under a third of the above)")
+
+
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:16379/0"
     key_prefix: str = Field("crmp", description="prefix of every Redis key and channel of this deployment")
@@ -149,27 +167,10 @@ class WorkerSettings(_Section):
     batches_in_flight: int = Field(
         4, ge=1, description="batches handed to the batch process and not yet applied (waiting ones share a commit)"
     )
-    static_membership: bool = Field(
-        False,
-        description="join the consumer group as a static member (see instance_id): a SIGKILLed worker's "
-        "replacement is back in about 2 s instead of after the session timeout; for one worker per group only, "
-        "for now: faust's partition assignor refuses a second static member (issue 19)",
-    )
     instance_id: str | None = Field(
         None,
-        description="static group membership id of this worker slot (Kafka group.instance.id): a restarted worker "
-        "with the same id takes its partitions back at once, without waiting for the session timeout; default "
-        "'<consumer group>-<host>-<slot>', the lowest slot free on this host (streams/membership.py)",
-    )
-    session_timeout_s: float = Field(
-        20.0,
-        ge=6,
-        le=1800,
-        description="consumer group session timeout: a worker gone for good (no restart with its instance id) has "
-        "its partitions moved to the others after this",
-    )
-    heartbeat_s: float = Field(
-        2.0, gt=0, description="consumer group heartbeat interval (under a third of the session timeout)"
+        description="static group member id of this worker (Kafka group.instance.id) when membership.static is on; "
+        "default '<consumer group>-<host>-<slot>', the lowest slot free on this host (services/membership.py)",
     )
 
 
@@ -280,6 +281,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    membership: MembershipSettings = Field(default_factory=MembershipSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     business: BusinessSettings = Field(default_factory=BusinessSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -320,6 +322,8 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         for section, values in self.model_dump(mode="json").items():
             for name, value in values.items():
+                if value is None:
+                    continue  # unset (the field's default is None): "null" would read back as the text "null"
                 text = value if isinstance(value, str) else json.dumps(value)
                 env[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = text
         return env

@@ -22,10 +22,10 @@ import faust
 from faust.types import TP
 from redis.asyncio import Redis
 
+from services.membership import Membership
 from services.settings import Settings
 from services.topics import RedisKeys
 from streams.dead_letters import dead_letter_headers, dead_letter_key
-from streams.membership import Membership
 from streams.offload import BatchOffload, BatchProcessFailed
 from streams.processor import BatchProcessor, DeadLetter, RawRecord, apply_until_done
 from streams.store import StateStore
@@ -115,7 +115,7 @@ class WorkerRuntime:
 
 
 def faust_datadir() -> Path:
-    """Where faust keeps its small per-app directories, and the workers their membership slots."""
+    """Where faust keeps its small per-app directories."""
     datadir = Path(tempfile.gettempdir()) / "crm-pulse-faust"
     datadir.mkdir(parents=True, exist_ok=True)
     return datadir
@@ -123,7 +123,7 @@ def faust_datadir() -> Path:
 
 def faust_options(settings: Settings, instance_id: str | None = None) -> dict[str, Any]:
     """The faust options of the stream worker (the no-op bench agent uses the same ones), as the static
-    group member ``instance_id`` if one is given (see streams/membership.py)."""
+    group member ``instance_id`` if one is given (see services/membership.py)."""
     datadir = faust_datadir()
     return {
         "broker": [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
@@ -142,8 +142,8 @@ def faust_options(settings: Settings, instance_id: str | None = None) -> dict[st
         # Static membership: a restarted worker slot rejoins as the member it replaces and gets its
         # partitions back at once (issue 19); one gone for good loses them after the session timeout.
         "consumer_group_instance_id": instance_id,
-        "broker_session_timeout": settings.worker.session_timeout_s,
-        "broker_heartbeat_interval": settings.worker.heartbeat_s,
+        "broker_session_timeout": settings.membership.session_timeout_s,
+        "broker_heartbeat_interval": settings.membership.heartbeat_s,
         # faust keeps a small directory per app id; keep it out of the working directory.
         "datadir": str(datadir / "{conf.id}"),
     }
@@ -151,7 +151,8 @@ def faust_options(settings: Settings, instance_id: str | None = None) -> dict[st
 
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust app for these settings."""
-    membership = Membership(settings, faust_datadir() / "slots")  # held for the process's life
+    # Held for the process's life: the slot is this worker's static member id (issue 19).
+    membership = Membership(settings, settings.kafka.consumer_group, configured=settings.worker.instance_id)
     app = faust.App(settings.kafka.consumer_group, **faust_options(settings, membership.instance_id))
     # The topics are created beforehand by services.kafka.ensure_product_topics (faust does not
     # declare source topics; auto-creation would give them the broker's defaults).

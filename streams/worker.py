@@ -9,6 +9,7 @@ import sys
 
 from faust.worker import Worker
 
+from services.group_leave import leave_quietly
 from services.kafka import ensure_product_topics
 from services.kafka_logs import quiet_coordinator_start_up
 from services.settings import load_settings
@@ -37,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).info("created topics %s", ", ".join(created))
     app = create_app(settings)
     worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    membership = app.crm_membership  # type: ignore[attr-defined]
+    try:
+        worker.execute_from_commandline()
+    finally:
+        # A planned stop (SIGTERM, Ctrl-C): a static member does not leave on its own, so its partitions
+        # would wait out the session timeout if no replacement comes; leave now, then free the slot.
+        asyncio.run(
+            leave_quietly(settings.kafka.bootstrap_servers, settings.kafka.consumer_group, membership.instance_id)
+        )
+        membership.release()
     return 0
 
 

@@ -27,6 +27,8 @@ from aiokafka.errors import KafkaError
 from services import kafka
 from services.archive.database import connect
 from services.archive.deal_state import DEAL_TYPES, DealEventRow, deal_state
+from services.group_leave import leave_quietly
+from services.membership import Membership
 from services.schemas.events import (
     CrmEvent,
     EventRejected,
@@ -345,9 +347,12 @@ class ArchiveSink:
         connection = await connect(settings.database.url)
         reader = await connect(settings.database.url, autocommit=True)
         self.writer = ArchiveWriter(settings, connection, reader)
+        group = settings.database.archive_group
+        membership = Membership(settings, group)  # a restart in this slot takes the partitions back at once
         consumer = kafka.consumer(
             settings,
-            group_id=settings.database.archive_group,
+            group_id=group,
+            **membership.consumer_options(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -384,6 +389,8 @@ class ArchiveSink:
                 await self._commit_group(records, outcome)
         finally:
             await consumer.stop()
+            await leave_quietly(settings.kafka.bootstrap_servers, group, membership.instance_id)
+            membership.release()
             await self.writer.connection.close()
             await reader.close()
         return self.totals

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.integration
 
 DEADLINE_S = 120.0
 KILLS = 3
+RESTART_BOUND_S = 5.0
+"""A restarted sink (a static member: issue 19) writes again within this of its start."""
 
 
 async def _accounted(settings: Settings) -> int:
@@ -52,10 +55,26 @@ async def test_sigkilled_sink_ends_with_exactly_the_accepted_events(make_setting
 
     async with fresh_archive(base) as settings:
         sink = WorkerProcess(settings, tmp_path / "archive.log", module="streams.archive", args=("run",))
+        restarts: list[float] = []
+
+        async def restart_writes_again() -> None:
+            before = await _accounted(settings)
+            started = time.monotonic()
+            sink.start()
+            await wait_until(
+                lambda: _accounted_above(settings, before),
+                within=RESTART_BOUND_S,
+                what=f"the restarted sink's first batch (log:\n{sink.log_tail()})",
+            )
+            restarts.append(time.monotonic() - started)
+
         try:
             for kill in range(1, KILLS + 1):
                 before = await _accounted(settings)
-                sink.start()
+                if kill == 1:
+                    sink.start()
+                else:
+                    await restart_writes_again()
                 # Killed once it has written more (mid-stream: a batch may be in its transaction right now).
                 await wait_until(
                     lambda before=before: _accounted_above(settings, before + 500),
@@ -64,12 +83,13 @@ async def test_sigkilled_sink_ends_with_exactly_the_accepted_events(make_setting
                 )
                 sink.kill()
                 assert await _accounted(settings) < len(records), "the sink finished before it was killed"
-            sink.start()
+            await restart_writes_again()
             await wait_until(
                 lambda: _accounted_above(settings, len(records) - 1), within=DEADLINE_S, what="the sink's end"
             )
         finally:
             sink.stop()
+        print(f"restarted sink's first batch: {', '.join(f'{s:.2f} s' for s in restarts)}")
         archived = await archived_rows(settings, "SELECT event_id FROM events ORDER BY event_id")
         counts = dict(await archived_rows(settings, "SELECT name, value FROM sink_counts"))
         offsets = await archived_rows(settings, "SELECT sum(next_offset) FROM sink_offsets")

@@ -41,9 +41,7 @@ async def produce_paced(settings: Settings, records: Sequence[SimRecord], per_se
 
 
 async def test_a_sigkilled_worker_is_replaced_within_seconds(make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    settings: Settings = make_settings(
-        kafka={"partitions": 4}, worker={"batch_size": 200, "batch_within_s": 0.02, "static_membership": True}
-    )
+    settings: Settings = make_settings(kafka={"partitions": 4}, worker={"batch_size": 200, "batch_within_s": 0.02})
     await ensure_product_topics(settings)
     records = simulated(settings, 24_000, seed=19)
     keys = RedisKeys.from_settings(settings)

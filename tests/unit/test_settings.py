@@ -141,3 +141,17 @@ def test_settings_are_frozen_and_overrides_validate_again() -> None:
     assert settings.api.port == 8000
     with pytest.raises(ValidationError, match="timezone"):
         settings.with_overrides(business={"timezone": "Not/AZone"})
+
+
+@pytest.mark.parametrize("instance_id", [None, "crm-pulse-host-3"])
+def test_a_child_process_environment_gives_back_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, instance_id: str | None
+) -> None:
+    # None must stay None: written as "null" it came back as the text "null", so every worker
+    # spawned by a test or the supervisor joined with the same static member id and fenced the others.
+    settings = Settings().with_overrides(worker={"instance_id": instance_id})
+    for name, value in settings.to_environment().items():
+        monkeypatch.setenv(name, value)
+
+    assert load_settings() == settings
+    assert load_settings().worker.instance_id == instance_id

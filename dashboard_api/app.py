@@ -36,6 +36,7 @@ from dashboard_api.routers import (
     metrics,
     pipeline,
     quotas,
+    reports,
     series,
     tokens,
 )
@@ -85,6 +86,7 @@ TAGS = [
     {"name": "operations", "description": "Health and metrics."},
     {"name": "display", "description": "The wall-display page."},
     {"name": "drilldown", "description": "The archived deals and events behind a KPI cell (docs/archive.md)."},
+    {"name": "reports", "description": "Report builder, presets, saved reports and exports (docs/reports.md)."},
     {"name": "tokens", "description": "API tokens and their roles (admins only)."},
 ]
 
@@ -181,6 +183,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         events.router,
         tokens.router,
         drilldown.router,
+        reports.router,
     ):
         # Every data path needs a token; each route declares who may use it (dashboard_api/auth.py).
         # Unknown query parameters get a 422 rather than being ignored (dashboard_api/query_check.py).

@@ -115,6 +115,11 @@ class RedisKeys:
         return f"{self.prefix}:dir:teammonth:{month}:{team_id}"
 
     # -- quotas (configuration mirrored from the quotas topic) --
+    @property
+    def saved_reports(self) -> str:
+        """Saved reports (hash): report id -> the ``SavedReport`` as JSON (presets are not stored)."""
+        return f"{self.prefix}:reports"
+
     def quotas(self, month: str) -> str:
         """Quotas of a local month (hash): manager_id -> amount in money units (1/10,000)."""
         return f"{self.prefix}:quota:{month}"

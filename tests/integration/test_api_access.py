@@ -87,6 +87,14 @@ class Call:
 
 
 GOOD_RULE_ID = "r1"
+REPORT_SCOPES: tuple[tuple[dict[str, str], frozenset[str]], ...] = (
+    ({"kind": "company", "id": "all"}, READ_ALL),
+    ({"kind": "team", "id": "team-01"}, TEAM_01),
+    ({"kind": "team", "id": "team-02"}, READ_ALL),
+    ({"kind": "manager", "id": "alice"}, EVERYONE),
+    ({"kind": "manager", "id": "carol"}, READ_ALL),
+)
+"""A report's scope and the roles that may run (and save) a report of it."""
 # Per route (method, path template): requests whose allowed answer needs no Kafka (validation
 # failures, unknown items, empty batches), so allow and deny are told apart by 403 alone.
 MATRIX: dict[tuple[str, str], list[Call]] = {
@@ -124,6 +132,26 @@ MATRIX: dict[tuple[str, str], list[Call]] = {
         Call(f"{API_PREFIX}/drilldown?scope=t:team-02&kpi=calls", READ_ALL),
         Call(f"{API_PREFIX}/drilldown?scope=m:alice&kpi=calls", EVERYONE),
         Call(f"{API_PREFIX}/drilldown?scope=m:carol&kpi=calls", READ_ALL),
+    ],
+    ("GET", f"{API_PREFIX}/reports/catalogue"): [Call(f"{API_PREFIX}/reports/catalogue", EVERYONE)],
+    ("GET", f"{API_PREFIX}/reports"): [Call(f"{API_PREFIX}/reports", EVERYONE)],
+    ("GET", f"{API_PREFIX}/reports/{{report_id}}"): [Call(f"{API_PREFIX}/reports/manager-activity", EVERYONE)],
+    ("POST", f"{API_PREFIX}/reports/run"): [
+        Call(f"{API_PREFIX}/reports/run", allowed, body={"scope": scope}) for scope, allowed in REPORT_SCOPES
+    ],
+    ("GET", f"{API_PREFIX}/reports/{{report_id}}/run"): [
+        Call(f"{API_PREFIX}/reports/manager-activity/run", READ_ALL),
+        *(
+            Call(f"{API_PREFIX}/reports/manager-activity/run?scope={scope['kind'][0]}:{scope['id']}", allowed)
+            for scope, allowed in REPORT_SCOPES[1:]
+        ),
+    ],
+    ("PUT", f"{API_PREFIX}/reports/{{report_id}}"): [
+        Call(f"{API_PREFIX}/reports/mine", allowed - {"display", "team_display"}, body={"spec": {"scope": scope}})
+        for scope, allowed in REPORT_SCOPES
+    ],
+    ("DELETE", f"{API_PREFIX}/reports/{{report_id}}"): [
+        Call(f"{API_PREFIX}/reports/nothing-here", EVERYONE - {"display", "team_display"})
     ],
     ("GET", f"{API_PREFIX}/leaderboard"): [
         Call(f"{API_PREFIX}/leaderboard", EVERYONE - {"manager"}),

@@ -47,6 +47,7 @@ from services.alert_config import AlertConfigWriter
 from services.archive.database import archive_pool
 from services.quota_store import QuotaWriter
 from services.redis import redis_client
+from services.reports.saved import SavedReports
 from services.settings import Settings, load_settings
 from services.token_store import TokenStore
 from services.topics import AlertNames, AuthKeys, RedisKeys
@@ -124,6 +125,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         app.state.quota_writer = quota_writer
         alert_config_writer = AlertConfigWriter(settings, redis)
         app.state.alert_config_writer = alert_config_writer
+        saved_reports = SavedReports(settings, redis)
+        app.state.saved_reports = saved_reports
         access = Access(
             TokenStore(redis, AuthKeys.from_settings(settings)), redis, keys, enabled=settings.api.auth == "tokens"
         )
@@ -142,6 +145,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             await broadcaster.stop()
             await quota_writer.close()
             await alert_config_writer.close()
+            await saved_reports.close()
             await publisher.close()
             await redis.aclose()
             await archive.close()

@@ -14,18 +14,16 @@ by the alerts worker at startup) mirrors the topic into a Redis that lost them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
 from services.compacted_mirror import MirroredChange, apply_newer
-from services.kafka import LazyProducer, TopicCreationError, ensure_alert_config_topic, records_to_end
+from services.kafka import LazyProducer, LogUnavailable, ensure_alert_config_topic, records_to_end, send_one
 from services.schemas.alerts import Acknowledgement, Rule, Silence
 from services.settings import Settings
 from services.topics import AlertNames
@@ -108,20 +106,15 @@ class AlertConfigWriter:
 
     async def _write(self, record_key: str, value: bytes | None) -> None:
         try:
-            async with asyncio.timeout(self._timeout_s):
-                producer = await self._producer.get()
-                sent = await producer.send_and_wait(self._names.config_topic, key=record_key.encode(), value=value)
-        except TimeoutError:
-            problem = f"did not take the change within {self._timeout_s:g} s"
-        except (KafkaError, OSError, TopicCreationError) as exc:
-            problem = f"is unavailable ({exc.__class__.__name__}: {exc})"
-        else:
-            await apply_config_changes(self._redis, self._names, [(record_key, value, int(sent.offset))])
-            return
-        raise AlertConfigUnavailable(
-            f"Kafka at {self._settings.kafka.bootstrap_servers} {problem}; {record_key} was not written. "
-            "Retry: writing the same change again is harmless"
-        )
+            offset = await send_one(
+                self._producer, self._names.config_topic, record_key.encode(), value, timeout_s=self._timeout_s
+            )
+        except LogUnavailable as exc:
+            raise AlertConfigUnavailable(
+                f"Kafka at {self._settings.kafka.bootstrap_servers} {exc.problem}; {record_key} was not written. "
+                "Retry: writing the same change again is harmless"
+            ) from None
+        await apply_config_changes(self._redis, self._names, [(record_key, value, offset)])
 
     async def put_rule(self, rule: Rule) -> None:
         """Create or replace an API rule (the worker sees it at its next tick)."""

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CoordinatorLoadInProgressError,
     GroupCoordinatorNotAvailableError,
+    KafkaError,
     TopicAlreadyExistsError,
     for_code,
 )
@@ -154,14 +155,20 @@ async def ensure_alert_config_topic(settings: Settings) -> list[str]:
     return await ensure_topics(settings, [settings.alerts.config_topic], QUOTAS_PARTITIONS, COMPACTED)
 
 
+async def ensure_reports_topic(settings: Settings) -> list[str]:
+    """Create the compacted topic of the saved reports if missing."""
+    return await ensure_topics(settings, [Topics.from_settings(settings).reports], QUOTAS_PARTITIONS, COMPACTED)
+
+
 async def ensure_product_topics(settings: Settings) -> list[str]:
     """Create the product's topics if missing: events and dead letters kept forever, KPI updates,
-    and the compacted quotas and alert configuration topics."""
+    and the compacted quotas, alert configuration and saved reports topics."""
     topics = Topics.from_settings(settings)
     created = await ensure_topics(settings, [topics.events, topics.dlq], settings.kafka.partitions, KEEP_FOREVER)
     created += await ensure_topics(settings, [topics.kpi_updates], settings.kafka.partitions)
     created += await ensure_quotas_topic(settings)
     created += await ensure_alert_config_topic(settings)
+    created += await ensure_reports_topic(settings)
     return created
 
 
@@ -258,3 +265,28 @@ class LazyProducer:
         if self._producer is not None:
             stopping, self._producer = self._producer, None
             await stopping.stop()
+
+
+class LogUnavailable(Exception):
+    """Kafka did not take a record in time; ``problem`` says how (it "did not take the change within 5 s")."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+async def send_one(lazy: LazyProducer, topic: str, key: bytes, value: bytes | None, *, timeout_s: float) -> int:
+    """Produce one record (a configuration change) and wait until the log has it; its offset.
+
+    Raises ``LogUnavailable`` when Kafka did not take it within ``timeout_s``: nothing was written,
+    so the caller can retry (writing the same change again is harmless).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            producer = await lazy.get()
+            sent = await producer.send_and_wait(topic, key=key, value=value)
+    except TimeoutError:
+        raise LogUnavailable(f"did not take the change within {timeout_s:g} s") from None
+    except (KafkaError, OSError, TopicCreationError) as exc:
+        raise LogUnavailable(f"is unavailable ({exc.__class__.__name__}: {exc})") from None
+    return int(sent.offset)

@@ -38,6 +38,7 @@ class KafkaSettings(_Section):
     dlq_topic: str = "crm.events.dlq"
     updates_topic: str = "kpi.updates"
     quotas_topic: str = Field("crm.quotas", description="compacted log of quota changes (key manager_id|YYYY-MM)")
+    reports_topic: str = Field("crm.reports", description="compacted log of saved reports (key: report id)")
     partitions: int = Field(4, ge=1, description="partitions of crm.events (and of the worker's topics)")
     consumer_group: str = "crm-pulse-worker"
 

@@ -31,6 +31,8 @@ class Topics:
     kpi_updates: str
     quotas: str
     """Compacted: key ``<manager_id>|<YYYY-MM>``, value the quota JSON, or a tombstone (null) for a delete."""
+    reports: str
+    """Compacted: key the saved report's id, value its JSON (``SavedReport``), or a tombstone for a delete."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -39,6 +41,7 @@ class Topics:
             dlq=settings.kafka.dlq_topic,
             kpi_updates=settings.kafka.updates_topic,
             quotas=settings.kafka.quotas_topic,
+            reports=settings.kafka.reports_topic,
         )
 
 
@@ -119,6 +122,11 @@ class RedisKeys:
     def saved_reports(self) -> str:
         """Saved reports (hash): report id -> the ``SavedReport`` as JSON (presets are not stored)."""
         return f"{self.prefix}:reports"
+
+    @property
+    def saved_report_offsets(self) -> str:
+        """Hash report id -> offset of the reports-topic record applied last (newer wins)."""
+        return f"{self.prefix}:reports:offsets"
 
     def quotas(self, month: str) -> str:
         """Quotas of a local month (hash): manager_id -> amount in money units (1/10,000)."""

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from services import kafka
 from services.kpis.contributions import to_us
 from services.quota_store import restore_quotas
+from services.reports.saved import restore_saved_reports
 from services.schemas.events import (
     CrmEvent,
     EventRejected,
@@ -242,6 +243,8 @@ async def _replay_once(
             log.info("removed %d keys of prefix %s", removed, keys.prefix)
         restored = await restore_quotas(settings, redis)
         log.info("restored %d quotas from topic %s", restored, settings.kafka.quotas_topic)
+        reports = await restore_saved_reports(settings, redis)
+        log.info("restored %d saved reports from topic %s", reports, settings.kafka.reports_topic)
         topic = settings.kafka.events_topic
         tps = [TopicPartition(topic, partition) for partition in await kafka.partition_ids(settings, topic)]
         if not tps:

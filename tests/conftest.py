@@ -144,6 +144,7 @@ def make_settings(infra: Infra) -> Callable[..., Settings]:
                 "dlq_topic": f"crm.events.dlq.{unique}",
                 "updates_topic": f"kpi.updates.{unique}",
                 "quotas_topic": f"crm.quotas.{unique}",
+                "reports_topic": f"crm.reports.{unique}",
                 "consumer_group": f"crm-pulse-test-{unique}",
             },
             redis={"key_prefix": f"test-{unique}"},

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 
 from dashboard_api.auth import PrincipalDep, ScopeFilter, ScopeFilterDep, authorizer, readable_scopes
 from dashboard_api.dependencies import KeysDep, NowDep, RedisDep, SettingsDep, TodayDep
@@ -25,7 +26,7 @@ from services.kpis.periods import PeriodKind
 from services.reports.exports import ExportFormat, render
 from services.reports.planner import ReportPlanError
 from services.reports.runner import run_report
-from services.reports.saved import ReportAccessError, SavedReports, sees
+from services.reports.saved import ReportAccessError, ReportLogUnavailable, SavedReports, sees
 from services.reports.table import Table
 from services.schemas.reports import (
     CATALOGUE,
@@ -73,6 +74,20 @@ async def report_writer(scopes: Annotated[ScopeFilter, Depends(readable_scopes)]
 WriterDep = Annotated[ScopeFilter, Depends(report_writer)]
 
 
+def get_saved_reports(connection: HTTPConnection) -> SavedReports:
+    reports: SavedReports = connection.app.state.saved_reports
+    return reports
+
+
+ReportsDep = Annotated[SavedReports, Depends(get_saved_reports)]
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorDetail, "description": "a preset, or another owner's report"}
+}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorDetail, "description": "Kafka did not take the change; retry (it is harmless)"}
+}
+
+
 class Catalogue(BaseModel):
     """What a report may show, and under which groupings."""
 
@@ -91,9 +106,9 @@ async def read_catalogue(_: ScopeFilterDep) -> Catalogue:
 
 
 @router.get("", summary="Presets and saved reports")
-async def list_reports(principal: PrincipalDep, _: ScopeFilterDep, redis: RedisDep, keys: KeysDep) -> list[SavedReport]:
+async def list_reports(principal: PrincipalDep, _: ScopeFilterDep, reports: ReportsDep) -> list[SavedReport]:
     """The presets and the saved reports the caller sees: its own, those shared with its role, all for admins."""
-    return await SavedReports(redis, keys).visible(principal)
+    return await reports.visible(principal)
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,7 @@ async def run_spec(
 async def run_saved(
     report_id: ReportId,
     runner: RunnerDep,
+    reports: ReportsDep,
     export_format: FormatQuery = None,
     scope: Annotated[
         str | None,
@@ -163,7 +179,7 @@ async def run_saved(
     at: Annotated[str | None, Query(description="the period's label (as in the KPI routes); default: current")] = None,
 ) -> Table | Response:
     """A preset or saved report the caller sees, optionally for another scope or period."""
-    report = await _visible_report(runner.redis, runner.keys, runner.scopes, report_id)
+    report = await _visible_report(reports, runner.scopes, report_id)
     changes: dict[str, Any] = {}
     try:
         if scope is not None:
@@ -176,9 +192,9 @@ async def run_saved(
     return await runner.respond(spec, export_format)
 
 
-async def _visible_report(redis: RedisDep, keys: KeysDep, scopes: ScopeFilter, report_id: str) -> SavedReport:
+async def _visible_report(reports: SavedReports, scopes: ScopeFilter, report_id: str) -> SavedReport:
     """The report, or 404 when there is none or the caller does not see it (it may not learn which)."""
-    report = await SavedReports(redis, keys).get(report_id)
+    report = await reports.get(report_id)
     if report is None or not sees(scopes.principal, report):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"no report {report_id!r}; GET /api/v1/reports lists them"
@@ -200,24 +216,23 @@ def _reason(exc: ValueError) -> str:
 
 
 @router.get("/{report_id}", summary="One preset or saved report", responses=NOT_FOUND)
-async def read_report(report_id: ReportId, scopes: ScopeFilterDep, redis: RedisDep, keys: KeysDep) -> SavedReport:
+async def read_report(report_id: ReportId, scopes: ScopeFilterDep, reports: ReportsDep) -> SavedReport:
     """The report's spec, owner and sharing."""
-    report = await _visible_report(redis, keys, scopes, report_id)
+    report = await _visible_report(reports, scopes, report_id)
     return report
 
 
 @router.put(
     "/{report_id}",
     summary="Save a report",
-    responses={403: {"model": ErrorDetail, "description": "a preset, or another owner's report"}},
+    responses=NOT_YOURS | UNAVAILABLE,
 )
 async def save_report(
     report_id: ReportId,
     draft: ReportDraft,
     principal: PrincipalDep,
     scopes: WriterDep,
-    redis: RedisDep,
-    keys: KeysDep,
+    reports: ReportsDep,
     now: NowDep,
 ) -> SavedReport:
     """Create or overwrite a report owned by the caller (an admin may overwrite any but the presets).
@@ -228,25 +243,27 @@ async def save_report(
         denial = principal.read_denial(draft.spec.scope.token, scopes.roster)
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"forbidden: {denial}")
     try:
-        return await SavedReports(redis, keys).put(principal, report_id, draft, now)
+        return await reports.put(principal, report_id, draft, now)
     except ReportAccessError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"forbidden: {exc}") from None
+    except ReportLogUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
 
 
 @router.delete(
     "/{report_id}",
     summary="Delete a saved report",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=NOT_FOUND | {403: {"model": ErrorDetail, "description": "a preset, or another owner's report"}},
+    responses=NOT_FOUND | NOT_YOURS | UNAVAILABLE,
 )
-async def delete_report(
-    report_id: ReportId, principal: PrincipalDep, _: WriterDep, redis: RedisDep, keys: KeysDep
-) -> Response:
+async def delete_report(report_id: ReportId, principal: PrincipalDep, _: WriterDep, reports: ReportsDep) -> Response:
     """Delete a report the caller owns (admins: any saved report)."""
     try:
-        deleted = await SavedReports(redis, keys).delete(principal, report_id)
+        deleted = await reports.delete(principal, report_id)
     except ReportAccessError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"forbidden: {exc}") from None
+    except ReportLogUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     if not deleted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no saved report {report_id!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

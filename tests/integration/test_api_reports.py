@@ -18,10 +18,12 @@ import pytest
 from dashboard_api.app import API_PREFIX
 from services.reports.exports.formatting import format_cell
 from services.reports.exports.xlsx_file import HEADER_ROW
+from services.reports.saved import restore_saved_reports
 from services.reports.table import ColumnKind
-from tests.integration.api_harness import FIXED_NOW
+from tests.integration.api_harness import FIXED_NOW, running_api
 
 if TYPE_CHECKING:
+    from services.settings import Settings
     from tests.integration.api_harness import RunningApi
 
 pytest_plugins = ["tests.integration.api_harness"]
@@ -139,7 +141,28 @@ def as_number(text: str) -> Decimal | str:
         return text
 
 
-async def test_saved_reports_keep_their_owner_and_sharing(api: RunningApi) -> None:
+async def test_saved_reports_keep_their_owner_and_sharing(settings: Settings) -> None:
+    async with running_api(settings) as api:
+        await saved_reports_keep_their_owner_and_sharing(api)
+        assert await api.redis.hlen(api.keys.saved_reports) == 0  # deleted, through the log
+        await api.http.put(f"{REPORTS}/kept", json={"spec": {"kpis": ["calls"]}, "shared_with": ["director"]})
+        await api.redis.delete(api.keys.saved_reports, api.keys.saved_report_offsets)  # Redis lost them
+        assert (await api.http.get(f"{REPORTS}/kept")).status_code == 404
+
+        assert await restore_saved_reports(settings, api.redis) == 1
+        kept = (await api.http.get(f"{REPORTS}/kept")).json()
+        assert kept["shared_with"] == ["director"] and kept["spec"]["kpis"] == ["calls"]
+
+
+async def test_a_change_kafka_did_not_take_is_a_503_and_not_saved(api: RunningApi) -> None:
+    refused = await api.http.put(f"{REPORTS}/mine", json={"spec": {"kpis": ["calls"]}})
+
+    assert refused.status_code == 503
+    assert "was not written" in refused.json()["detail"] and "Retry" in refused.json()["detail"]
+    assert (await api.http.get(f"{REPORTS}/mine")).status_code == 404
+
+
+async def saved_reports_keep_their_owner_and_sharing(api: RunningApi) -> None:
     await seed(api)
     alice = {"Authorization": f"Bearer {await api.token('manager', manager_id='alice')}"}
     bob = {"Authorization": f"Bearer {await api.token('manager', manager_id='bob')}"}

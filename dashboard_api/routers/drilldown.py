@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import Decimal
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
 from dashboard_api.auth import AccessDep, PrincipalDep, authorizer
 from dashboard_api.dependencies import KeysDep, PeriodDep, RedisDep, SettingsDep, WindowDep
+from dashboard_api.exports import export_response
 from dashboard_api.models import ErrorDetail, PeriodInfo, WindowInfo
 from services.archive.drilldown import (
     MAX_PAGE_SIZE,
     DrilldownError,
     DrilldownKpi,
     DrilldownQuery,
+    DrilldownResult,
     DrilldownRow,
     SortKey,
     SortOrder,
@@ -28,6 +31,8 @@ from services.archive.drilldown import (
 from services.auth import Principal
 from services.kpis.periods import Period, PeriodKind
 from services.quota_store import read_scope_quotas
+from services.reports.drilldown_table import drilldown_table
+from services.reports.exports import ExportFormat, render
 from services.schemas.events import units_to_decimal
 from services.topics import ScopeKind
 
@@ -91,21 +96,46 @@ def _scope_parts(scope: str) -> tuple[ScopeKind, str]:
     return ("team" if scope.startswith("t:") else "manager"), scope[2:]
 
 
-@router.get(
-    "/drilldown",
-    summary="Events behind a KPI cell",
-    responses={
-        422: {"description": "a breakdown without its key, a key for a KPI without one, a bad period or window"},
-        503: {"model": ErrorDetail, "description": "the archive database does not answer"},
-    },
-)
-async def read_drilldown(
+@dataclass(frozen=True)
+class Cell:
+    """Where a KPI cell's events fall: its time bounds, what to say about them, and a month's quota."""
+
+    start: datetime
+    end: datetime
+    period_info: PeriodInfo | None
+    window_info: WindowInfo | None
+    quota: Decimal | None
+
+    def query(self, **fields: Any) -> DrilldownQuery:
+        try:
+            return DrilldownQuery(start=self.start, end=self.end, quota=self.quota, **fields)
+        except (DrilldownError, ValueError) as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    """A drill-down's cell as asked (scope, KPI, key, order) and where its events fall."""
+
+    scope: str
+    kpi: DrilldownKpi
+    key: str | None
+    sort: SortKey
+    order: SortOrder
+    cell: Cell
+    currency: str
+
+    def query(self, page: int, page_size: int) -> DrilldownQuery:
+        fields = {"scope": self.scope, "kpi": self.kpi, "key": self.key, "sort": self.sort, "order": self.order}
+        return self.cell.query(page=page, page_size=page_size, **fields)
+
+
+async def cell_request(
     scope: ScopeQuery,
     kpi: Annotated[DrilldownKpi, Query(description="the KPI of the cell (CONTRACT section 3)")],
     settings: SettingsDep,
     redis: RedisDep,
     keys: KeysDep,
-    archive: ArchiveDep,
     window: WindowDep,
     period: PeriodDep,
     _: Annotated[Principal, Depends(authorize_scope_query)],
@@ -115,39 +145,29 @@ async def read_drilldown(
     ] = None,
     sort: Annotated[SortKey, Query(description="column to sort by (ties by event_id)")] = SortKey.OCCURRED_AT,
     order: Annotated[SortOrder, Query(description="asc or desc")] = SortOrder.DESC,
-    page: Annotated[int, Query(ge=1, description="page number, from 1")] = 1,
-    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="rows per page")] = 50,
-) -> DrilldownPage:
-    """The archived events one KPI cell counts (scope, period or rolling window, KPI, and a breakdown's key),
-    paged and sorted, with the KPI's value computed from all of them: it equals the KPI routes' number."""
-    period_info: PeriodInfo | None = None
-    window_info: WindowInfo | None = None
-    quota: Decimal | None = None
+) -> CellRequest:
+    """The cell of the query parameters, once the caller may read its scope."""
     if window is not None:
-        start, end = window.window.start, window.window.end
-        window_info = WindowInfo.of(window.window, window.as_of)
+        cell = Cell(window.window.start, window.window.end, None, WindowInfo.of(window.window, window.as_of), None)
     else:
         start, end = _period_bounds(period, settings.business.zone)
-        period_info = PeriodInfo.of(period)
+        quota: Decimal | None = None
         if kpi is DrilldownKpi.QUOTA_ATTAINMENT and period.kind is PeriodKind.MONTH:
             kind, scope_id = _scope_parts(scope)
             (units,) = await read_scope_quotas(redis, keys, kind, scope_id, [period.label])
             quota = units_to_decimal(units) if units is not None else None
+        cell = Cell(start, end, PeriodInfo.of(period), None, quota)
+    return CellRequest(scope, kpi, key, sort, order, cell, settings.business.currency)
+
+
+CellDep = Annotated[CellRequest, Depends(cell_request)]
+
+
+async def _read(archive: AsyncConnectionPool, query: DrilldownQuery) -> DrilldownResult:
+    """One page of the cell; 422 for a cell that cannot be read, 503 when the archive does not answer."""
     try:
-        query = DrilldownQuery(
-            scope=scope,
-            kpi=kpi,
-            key=key,
-            start=start,
-            end=end,
-            sort=sort,
-            order=order,
-            page=page,
-            page_size=page_size,
-            quota=quota,
-        )
         async with archive.connection() as connection:
-            result = await drilldown(connection, query)
+            return await drilldown(connection, query)
     except DrilldownError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     except (PoolTimeout, psycopg.OperationalError) as exc:
@@ -156,13 +176,34 @@ async def read_drilldown(
             detail=f"the archive database does not answer ({str(exc).strip().splitlines()[0]}); "
             "is 'crm-pulse archive' running against DATABASE_URL? retry later",
         ) from None
+
+
+@router.get(
+    "/drilldown",
+    summary="Events behind a KPI cell",
+    responses={
+        422: {"description": "a breakdown without its key, a key for a KPI without one, a bad period or window"},
+        503: {"model": ErrorDetail, "description": "the archive database does not answer"},
+    },
+)
+async def read_drilldown(
+    request: CellDep,
+    archive: ArchiveDep,
+    page: Annotated[int, Query(ge=1, description="page number, from 1")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="rows per page")] = 50,
+) -> DrilldownPage:
+    """The archived events one KPI cell counts (scope, period or rolling window, KPI, and a breakdown's key),
+    paged and sorted, with the KPI's value computed from all of them: it equals the KPI routes' number."""
+    result = await _read(archive, request.query(page, page_size))
+    scope, kpi, key, sort, order = request.scope, request.kpi, request.key, request.sort, request.order
+    period_info, window_info = request.cell.period_info, request.cell.window_info
     return DrilldownPage(
         scope=scope,
         kpi=kpi,
         key=key,
         period=period_info,
         window=window_info,
-        currency=settings.business.currency,
+        currency=request.currency,
         value=result.value,
         total_rows=result.total_rows,
         page=page,
@@ -172,3 +213,47 @@ async def read_drilldown(
         order=order,
         rows=result.rows,
     )
+
+
+EXPORT_MAX_ROWS = 100_000
+"""The most events one drill-down export lists; a larger cell is refused (narrow its period or scope)."""
+
+
+@router.get(
+    "/drilldown/export",
+    summary="Events behind a KPI cell, as a file",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the cell's events as CSV, XLSX or PDF, sorted as asked",
+            "content": {"text/csv": {}, "application/pdf": {}, "application/vnd.ms-excel": {}},
+        },
+        422: {"description": "as the drill-down, or a cell of more than 100,000 events"},
+        503: {"model": ErrorDetail, "description": "the archive database does not answer"},
+    },
+)
+async def export_drilldown(
+    request: CellDep,
+    archive: ArchiveDep,
+    export_format: Annotated[ExportFormat, Query(alias="format", description="csv, xlsx or pdf")],
+) -> Response:
+    """Every event of the cell (up to 100,000) in one file, with the KPI's value from all of them in the header."""
+    first = await _read(archive, request.query(1, MAX_PAGE_SIZE))
+    if first.total_rows > EXPORT_MAX_ROWS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"the cell holds {first.total_rows:,} events; an export lists at most {EXPORT_MAX_ROWS:,}: "
+            "narrow the period or the scope",
+        )
+    rows = list(first.rows)
+    for page in range(2, -(-first.total_rows // MAX_PAGE_SIZE) + 1):
+        rows += (await _read(archive, request.query(page, MAX_PAGE_SIZE))).rows
+    cell = request.cell
+    bounds = cell.period_info.label if cell.period_info is not None else f"{cell.start:%Y-%m-%d %H:%M:%S} to {cell.end}"
+    table = drilldown_table(
+        title=f"{request.kpi.value}{f' {request.key}' if request.key else ''} · {request.scope}",
+        subtitle=f"{bounds} · {first.total_rows} events · value {'undefined' if first.value is None else first.value}",
+        currency=request.currency,
+        rows=rows,
+    )
+    return export_response(render(table, export_format))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field
@@ -20,6 +19,7 @@ from starlette.requests import HTTPConnection
 
 from dashboard_api.auth import PrincipalDep, ScopeFilter, ScopeFilterDep, authorizer, readable_scopes
 from dashboard_api.dependencies import KeysDep, NowDep, RedisDep, SettingsDep, TodayDep
+from dashboard_api.exports import export_response
 from dashboard_api.models import ErrorDetail
 from services.auth import Role
 from services.kpis.periods import PeriodKind
@@ -133,12 +133,7 @@ class ReportRunner:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
         if export_format is None:
             return table
-        export = render(table, export_format)
-        return Response(
-            export.content,
-            media_type=export.media_type,
-            headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(export.filename, safe='')}"},
-        )
+        return export_response(render(table, export_format))
 
 
 def get_runner(

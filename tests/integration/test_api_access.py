@@ -153,6 +153,12 @@ MATRIX: dict[tuple[str, str], list[Call]] = {
     ("DELETE", f"{API_PREFIX}/reports/{{report_id}}"): [
         Call(f"{API_PREFIX}/reports/nothing-here", EVERYONE - {"display", "team_display"})
     ],
+    ("GET", f"{API_PREFIX}/drilldown/export"): [
+        Call(f"{API_PREFIX}/drilldown/export?scope=c&kpi=calls&format=csv", READ_ALL),
+        Call(f"{API_PREFIX}/drilldown/export?scope=t:team-01&kpi=calls&format=csv", TEAM_01),
+        Call(f"{API_PREFIX}/drilldown/export?scope=m:alice&kpi=calls&format=csv", EVERYONE),
+        Call(f"{API_PREFIX}/drilldown/export?scope=m:carol&kpi=calls&format=csv", READ_ALL),
+    ],
     ("GET", f"{API_PREFIX}/leaderboard"): [
         Call(f"{API_PREFIX}/leaderboard", EVERYONE - {"manager"}),
         Call(f"{API_PREFIX}/leaderboard?team_id=team-01", TEAM_01),

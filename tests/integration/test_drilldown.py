@@ -8,6 +8,8 @@ change a win's revenue, a customer's repeat win and a win that arrives before it
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -237,6 +239,15 @@ async def test_pages_cover_every_row_once_in_the_order_asked(make_settings, tmp_
             assert durations == sorted(durations)
             assert first["value"] == first["total_rows"]
             assert Counter(row["type"] for row in seen) == {"call": len(seen)}
+
+            exported = await api.http.get(
+                "/api/v1/drilldown/export", params={**params, "sort": "duration_s", "order": "asc", "format": "csv"}
+            )
+            lines = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
+            id_column = lines[0].index("Event id")
+            assert [line[id_column] for line in lines[1:]] == [row["event_id"] for row in seen]
+            as_pdf = await api.http.get("/api/v1/drilldown/export", params={**params, "format": "pdf"})
+            assert as_pdf.status_code == 200 and as_pdf.content.startswith(b"%PDF")
 
             missing_key = await api.http.get("/api/v1/drilldown", params={**params, "kpi": "stage_entries"})
             assert missing_key.status_code == 422

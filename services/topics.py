@@ -50,6 +50,13 @@ def scope_token(kind: ScopeKind, scope_id: str) -> str:
     return f"{SCOPE_CODES[kind]}:{scope_id}" if kind != "company" else "c"
 
 
+def parse_scope_token(token: str) -> tuple[ScopeKind, str]:
+    """The kind and id of a scope token (``c``, ``t:<team_id>``, ``m:<manager_id>``): ``scope_token``'s inverse."""
+    if token == "c":
+        return "company", COMPANY_ID
+    return ("team" if token.startswith("t:") else "manager"), token[2:]
+
+
 @dataclass(frozen=True)
 class RedisKeys:
     """Redis keys and streams of one deployment (one prefix)."""

@@ -34,7 +34,7 @@ from services.quota_store import read_scope_quotas
 from services.reports.drilldown_table import drilldown_table
 from services.reports.exports import ExportFormat, render
 from services.schemas.events import units_to_decimal
-from services.topics import ScopeKind
+from services.topics import parse_scope_token
 
 router = APIRouter(tags=["drilldown"])
 
@@ -88,12 +88,6 @@ class DrilldownPage(BaseModel):
 
 def _period_bounds(period: Period, zone: Any) -> tuple[datetime, datetime]:
     return datetime.combine(period.start, time(0), tzinfo=zone), datetime.combine(period.end, time(0), tzinfo=zone)
-
-
-def _scope_parts(scope: str) -> tuple[ScopeKind, str]:
-    if scope == "c":
-        return "company", "all"
-    return ("team" if scope.startswith("t:") else "manager"), scope[2:]
 
 
 @dataclass(frozen=True)
@@ -153,7 +147,7 @@ async def cell_request(
         start, end = _period_bounds(period, settings.business.zone)
         quota: Decimal | None = None
         if kpi is DrilldownKpi.QUOTA_ATTAINMENT and period.kind is PeriodKind.MONTH:
-            kind, scope_id = _scope_parts(scope)
+            kind, scope_id = parse_scope_token(scope)
             (units,) = await read_scope_quotas(redis, keys, kind, scope_id, [period.label])
             quota = units_to_decimal(units) if units is not None else None
         cell = Cell(start, end, PeriodInfo.of(period), None, quota)

@@ -40,7 +40,7 @@ from services.schemas.reports import (
     SavedReport,
 )
 from services.settings import Settings
-from services.topics import RedisKeys
+from services.topics import RedisKeys, parse_scope_token
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -178,7 +178,8 @@ async def run_saved(
     changes: dict[str, Any] = {}
     try:
         if scope is not None:
-            changes["scope"] = _scope(scope).model_dump()
+            kind, scope_id = parse_scope_token(scope)
+            changes["scope"] = ReportScope(kind=kind, id=scope_id).model_dump()
         if period is not None or at is not None:
             changes["period"] = ReportPeriod(kind=period or report.spec.period.kind, at=at).model_dump()
         spec = ReportSpec.model_validate(report.spec.model_dump() | changes)  # checked again as a whole
@@ -195,12 +196,6 @@ async def _visible_report(reports: SavedReports, scopes: ScopeFilter, report_id:
             status.HTTP_404_NOT_FOUND, detail=f"no report {report_id!r}; GET /api/v1/reports lists them"
         )
     return report
-
-
-def _scope(token: str) -> ReportScope:
-    if token == "c":
-        return ReportScope()
-    return ReportScope(kind="team" if token.startswith("t:") else "manager", id=token[2:])
 
 
 def _reason(exc: ValueError) -> str:
